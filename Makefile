@@ -1,0 +1,45 @@
+# tabml: two commands. `make run` sets up and starts the demo; `make test` sets up and tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TABML_HOME ?= $(CURDIR)/.tabml
+DAGSTER_HOME ?= $(TABML_HOME)/dagster_home
+HOST ?= 127.0.0.1
+PORT ?= 3000
+export TABML_HOME DAGSTER_HOME
+
+.PHONY: install run seed test lint unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project metadata changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: infra/dagster/dagster.dev.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp $< $@
+
+seed: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m tabml_assets.seed --skip-if-seeded
+
+run: seed
+	@echo "tabml UI on http://$(HOST):$(PORT) (Ctrl-C to stop)"
+	$(BIN)/dagster dev -h $(HOST) -p $(PORT) -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check tabml_assets tabml_assets_tests
+
+test: install lint
+	$(BIN)/python -m pytest -q -ra
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf .tabml .pytest_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""Pieces every asset module shares: partitions, per-day splitting and table metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
+
+from tabml_assets.ml.schema import PICKUP
+from tabml_assets.spec import PipelineSpec
+
+OWNERS = ["team:ml-platform"]
+PREVIEW_ROWS = 5
+
+
+def daily_partitions(spec: PipelineSpec) -> DailyPartitionsDefinition:
+    """UTC days from the spec's start date up to the day that just closed."""
+    return DailyPartitionsDefinition(start_date=spec.partitions.start_date.isoformat(), timezone="UTC")
+
+
+def partition_day(key: str) -> dt.date:
+    return dt.date.fromisoformat(key)
+
+
+def partition_keys(context: AssetExecutionContext) -> list[str]:
+    """The partition keys this step materializes: one, or a range in a single-run backfill."""
+    return list(context.partition_keys)
+
+
+def split_by_day(frame: pd.DataFrame, keys: list[str], column: str = PICKUP) -> dict[str, pd.DataFrame]:
+    """One frame per partition key, by the UTC day of `column` (empty frames for quiet days)."""
+    days = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%d")
+    return {key: frame[days == key].reset_index(drop=True) for key in keys}
+
+
+def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[str, object]:
+    """Row count, column schema and a preview of the first rows."""
+    if isinstance(frames, pd.DataFrame):
+        frames = {"": frames}
+    non_empty = [f for f in frames.values() if len(f)]
+    first = non_empty[0] if non_empty else next(iter(frames.values()))
+    total = int(sum(len(f) for f in frames.values()))
+    metadata: dict[str, object] = {
+        "dagster/row_count": MetadataValue.int(total),
+        "dagster/column_schema": MetadataValue.table_schema(
+            TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in first.dtypes.items()])
+        ),
+        "preview": MetadataValue.md(first.head(PREVIEW_ROWS).to_markdown(index=False)),
+    }
+    if len(frames) > 1:
+        metadata["rows_per_partition"] = MetadataValue.json({k: len(v) for k, v in frames.items()})
+    return metadata

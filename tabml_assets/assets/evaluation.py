@@ -1,0 +1,191 @@
+"""evaluation_report and champion_model: the held-out evaluation, the gate and the promotion."""
+
+
+from collections.abc import Iterator
+from typing import Any
+
+import mlflow
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from tabml_assets.assets.common import OWNERS, daily_partitions
+from tabml_assets.assets.training import run_tags, training_window_input, window_of
+from tabml_assets.ml.evaluation import evaluate_gate, gate_check_names, regression_metrics
+from tabml_assets.ml.training import model_inputs, naive_predictions, split_chronologically
+from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
+from tabml_assets.spec import LoadedSpec
+
+EVALUATION_CODE_VERSION = "1"
+
+
+def metrics_table(rows: dict[str, dict[str, float] | None]) -> str:
+    """Markdown table of metrics per model, with the challenger's delta to each other row."""
+    challenger = rows["challenger"] or {}
+    lines = ["| model | rmse | mae | r2 | mape | Δ rmse vs challenger |", "|---|---|---|---|---|---|"]
+    for name, metrics in rows.items():
+        if metrics is None:
+            continue
+        delta = challenger.get("rmse", float("nan")) - metrics["rmse"]
+        lines.append(
+            f"| {name} | {metrics['rmse']:.3f} | {metrics['mae']:.3f} | {metrics['r2']:.3f} | "
+            f"{metrics['mape']:.2f}% | {delta:+.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
+    pipeline = spec.pipeline
+    validation = pipeline.validation
+    gated = validation.run_mode != "disabled"
+    blocking = validation.run_mode == "enabled"
+    check_specs = [
+        AssetCheckSpec(
+            name=f"gate_{name}",
+            asset="evaluation_report",
+            blocking=blocking,
+            description=f"Promotion gate ({validation.run_mode}): {name.replace('_', ' ')}",
+        )
+        for name in (gate_check_names(validation) if gated else [])
+    ]
+
+    @asset(
+        name="evaluation_report",
+        group_name="training",
+        kinds={"scikitlearn", "mlflow"},
+        owners=OWNERS,
+        code_version=EVALUATION_CODE_VERSION,
+        partitions_def=daily_partitions(pipeline),
+        ins={"trained_model": AssetIn(), "features": training_window_input(pipeline)},
+        check_specs=check_specs,
+    )
+    def evaluation_report(
+        context: AssetExecutionContext,
+        trained_model: dict[str, Any],
+        features: pd.DataFrame,
+        model_registry: ModelRegistry,
+    ) -> Iterator[Output[dict[str, Any]] | AssetCheckResult]:
+        """Challenger, champion and naive baseline scored on the same held-out test split."""
+        splits = split_chronologically(features, pipeline.split)
+        test_inputs = model_inputs(splits.test, pipeline)
+        y_test = splits.test[pipeline.target_column].to_numpy()
+        challenger_ref = ModelVersionRef(**{k: v for k, v in trained_model["model"].items() if k != "uri"})
+        challenger = regression_metrics(y_test, model_registry.load_model(challenger_ref).predict(test_inputs))
+        champion_ref = model_registry.version_for_alias(CHAMPION)
+        champion = (
+            regression_metrics(y_test, model_registry.load_model(champion_ref).predict(test_inputs))
+            if champion_ref is not None
+            else None
+        )
+        baseline = regression_metrics(
+            y_test, naive_predictions(splits.train[pipeline.target_column], len(y_test))
+        )
+        gate = evaluate_gate(validation, pipeline.primary_metric, challenger, champion) if gated else []
+        gate_passed = all(result.passed for result in gate)
+        window = window_of(context)
+        with model_registry.run(f"evaluate {context.partition_key}", run_tags(context, "evaluation_report", window)):
+            mlflow.set_tags({"tabml.challenger_version": challenger_ref.version, "tabml.gate": "passed" if gate_passed else "failed"})
+            mlflow.log_metrics({f"challenger_test_{k}": v for k, v in challenger.items()})
+            mlflow.log_metrics({f"baseline_test_{k}": v for k, v in baseline.items()})
+            if champion is not None:
+                mlflow.log_metrics({f"champion_test_{k}": v for k, v in champion.items()})
+            mlflow.log_dict({"gate": [g.as_dict() for g in gate]}, "gate.json")
+            if blocking and not gate_passed:
+                # The evaluation run records the failed gate as a FAILED MLflow run.
+                mlflow.end_run("FAILED")
+        model_registry.log_metrics_to_run(challenger_ref.run_id, {f"test_{k}": v for k, v in challenger.items()})
+        model_registry.client().set_model_version_tag(
+            challenger_ref.name, challenger_ref.version, "validation_status",
+            ("passed" if gate_passed else "failed") if gated else "not_validated",
+        )
+        report = {
+            "challenger": {**challenger_ref.as_dict(), "metrics": challenger},
+            "champion": {**champion_ref.as_dict(), "metrics": champion} if champion_ref else None,
+            "baseline": {"kind": "training mean", "metrics": baseline},
+            "test_rows": len(y_test),
+            "run_mode": validation.run_mode,
+            "gate": [g.as_dict() for g in gate],
+            "gate_passed": gate_passed,
+        }
+        metadata: dict[str, Any] = {
+            "metrics": MetadataValue.md(
+                metrics_table({"challenger": challenger, "champion": champion, "naive baseline": baseline})
+            ),
+            "challenger_version": challenger_ref.version,
+            "champion_version": champion_ref.version if champion_ref else "none",
+            "rmse_vs_baseline": MetadataValue.float(challenger["rmse"] / baseline["rmse"]),
+            "gate_passed": gate_passed,
+            "test_rows": MetadataValue.int(len(y_test)),
+            **{f"challenger_{k}": MetadataValue.float(v) for k, v in challenger.items()},
+            **{f"baseline_{k}": MetadataValue.float(v) for k, v in baseline.items()},
+        }
+        yield Output(report, metadata=metadata)
+        for result in gate:
+            yield AssetCheckResult(
+                check_name=f"gate_{result.check_name}",
+                passed=result.passed,
+                severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
+                description=result.description,
+                metadata={
+                    "metric": result.metric,
+                    "value": MetadataValue.float(result.value),
+                    "threshold": MetadataValue.float(result.threshold),
+                    "comparison": result.comparison,
+                    "run_mode": validation.run_mode,
+                },
+            )
+
+    @asset(
+        name="champion_model",
+        group_name="training",
+        kinds={"mlflow"},
+        owners=OWNERS,
+        code_version="1",
+        partitions_def=daily_partitions(pipeline),
+    )
+    def champion_model(
+        context: AssetExecutionContext, evaluation_report: dict[str, Any], model_registry: ModelRegistry
+    ) -> Output[dict[str, Any]]:
+        """Moves the registry's `champion` alias to the evaluated challenger when the gate passed."""
+        challenger = evaluation_report["challenger"]
+        failed = [g["description"] for g in evaluation_report["gate"] if not g["passed"]]
+        if blocking and failed:
+            raise Failure(
+                description=(
+                    f"champion_model: version {challenger['version']} of {challenger['name']} "
+                    f"was not promoted; the gate failed: " + "; ".join(failed)
+                ),
+                metadata={"model_version": challenger["version"]},
+            )
+        previous = model_registry.version_for_alias(CHAMPION)
+        model_registry.set_alias(CHAMPION, challenger["version"])
+        record = {
+            "name": challenger["name"],
+            "version": challenger["version"],
+            "run_id": challenger["run_id"],
+            "previous_version": previous.version if previous else None,
+            "run_mode": evaluation_report["run_mode"],
+            "gate_warnings": failed,
+        }
+        return Output(
+            record,
+            metadata={
+                "model_name": challenger["name"],
+                "model_version": challenger["version"],
+                "previous_champion_version": previous.version if previous else "none",
+                "mlflow_run_id": challenger["run_id"],
+                "gate_warnings": MetadataValue.json(failed),
+            },
+        )
+
+    return [evaluation_report, champion_model]

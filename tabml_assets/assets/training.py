@@ -1,0 +1,128 @@
+"""trained_model: fit the spec's estimator on a rolling window of feature partitions, in MLflow."""
+
+
+from typing import Any
+
+import mlflow
+import mlflow.data
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from tabml_assets.assets.common import OWNERS, daily_partitions
+from tabml_assets.ml.training import (
+    estimator_params,
+    fit_model,
+    model_inputs,
+    split_chronologically,
+)
+from tabml_assets.resources.model_registry import CHALLENGER, ModelRegistry
+from tabml_assets.spec import LoadedSpec, PipelineSpec
+
+CODE_VERSION = "1"
+
+
+def training_window_input(pipeline: PipelineSpec) -> AssetIn:
+    """The last N daily feature partitions, ending with the model's own partition."""
+    return AssetIn(
+        "features",
+        partition_mapping=TimeWindowPartitionMapping(
+            start_offset=-(pipeline.training_window_days - 1),
+            end_offset=0,
+            # The first days of the partition range train on the shorter window that exists.
+            allow_nonexistent_upstream_partitions=True,
+        ),
+    )
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Nested spec -> flat MLflow params ("spec.split.train": "0.7")."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, inner in value.items():
+            out.update(flatten(f"{prefix}.{key}", inner))
+        return out
+    return {prefix: str(value)[:500]}
+
+
+def run_tags(context: AssetExecutionContext, asset_name: str, window: tuple[str, str]) -> dict[str, str]:
+    return {
+        "dagster.run_id": context.run_id,
+        "dagster.asset_key": asset_name,
+        "dagster.partition_key": context.partition_key,
+        "dagster.code_version": CODE_VERSION,
+        "tabml.window_start": window[0],
+        "tabml.window_end": window[1],
+    }
+
+
+def window_of(context: AssetExecutionContext, input_name: str = "features") -> tuple[str, str]:
+    keys = context.asset_partition_keys_for_input(input_name)
+    return keys[0], keys[-1]
+
+
+def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
+    pipeline = spec.pipeline
+
+    @asset(
+        name="trained_model",
+        group_name="training",
+        kinds={"scikitlearn", "mlflow"},
+        owners=OWNERS,
+        code_version=CODE_VERSION,
+        partitions_def=daily_partitions(pipeline),
+        ins={"features": training_window_input(pipeline)},
+        required_resource_keys={"step_launcher", "model_registry"},
+    )
+    def trained_model(
+        context: AssetExecutionContext, features: pd.DataFrame
+    ) -> Output[dict[str, Any]]:
+        """The spec's estimator fitted on the training window, registered in MLflow as challenger."""
+        model_registry: ModelRegistry = context.resources.model_registry
+        window = window_of(context)
+        splits = split_chronologically(features, pipeline.split)
+        with model_registry.run(f"train {context.partition_key}", run_tags(context, "trained_model", window)):
+            fit = fit_model(splits, pipeline)
+            mlflow.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
+            mlflow.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
+            mlflow.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
+            mlflow.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
+            mlflow.log_input(
+                mlflow.data.from_pandas(
+                    splits.train,
+                    name=f"features[{window[0]}..{window[1]}]",
+                    targets=pipeline.target_column,
+                ),
+                context="training",
+            )
+            mlflow.set_tags({"tabml.training_rows": str(fit.train_rows), "tabml.window_rows": str(len(features))})
+            example = model_inputs(splits.train.head(5), pipeline)
+            ref = model_registry.log_and_register(fit.model, example, fit.model.predict(example))
+        model_registry.set_alias(CHALLENGER, ref.version)
+        record = {
+            "model": ref.as_dict(),
+            "window_start": window[0],
+            "window_end": window[1],
+            "rows": {"window": len(features), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows},
+            "train_metrics": fit.train_metrics,
+            "validation_metrics": fit.validation_metrics,
+        }
+        metadata: dict[str, Any] = {
+            "model_name": ref.name,
+            "model_version": ref.version,
+            "mlflow_run_id": ref.run_id,
+            "model_uri": MetadataValue.text(ref.uri),
+            "training_window": MetadataValue.text(f"{window[0]} .. {window[1]}"),
+            "dagster/row_count": MetadataValue.int(len(features)),
+            **{f"validation_{k}": MetadataValue.float(v) for k, v in fit.validation_metrics.items()},
+        }
+        return Output(record, metadata=metadata)
+
+    return trained_model

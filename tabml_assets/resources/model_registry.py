@@ -1,0 +1,166 @@
+"""MLflow tracking and the model registry, as one resource per deployment.
+
+dev/test use a local `sqlite:///` store; staging/prod use Databricks tracking and the Unity
+Catalog registry (`databricks-uc`, three-level model names). Every MLflow run tabml opens is
+closed in the same step: FINISHED on success, FAILED on any exception, so no run is left
+RUNNING after a failed step, a subset run or `materialize()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from dagster import ConfigurableResource
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# The fluent MLflow API keeps its URIs and active run in process globals; steps that share a
+# process (in-process executor, tests) take turns.
+_FLUENT_LOCK = threading.RLock()
+# Our integer features never hold missing values, so MLflow's hint about them is noise.
+warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+_MODEL_CACHE: dict[tuple[str, str, str], Pipeline] = {}
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version: what scoring loads and what metadata records."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {**asdict(self), "uri": self.uri}
+
+
+def pip_requirements_for(model: Pipeline) -> list[str]:
+    """Pinned requirements of a tabml model, so log_model need not infer them (7-10 s)."""
+    import numpy
+    import scipy
+    import sklearn
+    import skops
+
+    return [
+        f"scikit-learn=={sklearn.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"scipy=={scipy.__version__}",
+        f"skops=={skops.__version__}",
+    ]
+
+
+def trusted_types_for(model: Pipeline) -> list[str]:
+    """Types skops must be told to trust: we built the model from the estimator allow-list."""
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
+class ModelRegistry(ConfigurableResource):
+    """MLflow tracking server and model registry holding the champion/challenger aliases."""
+
+    tracking_uri: str
+    registry_uri: str
+    experiment_name: str
+    model_name: str
+    artifact_location: str | None = None
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def experiment_id(self) -> str:
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
+        except MlflowException:
+            # Another step created it first.
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    @contextmanager
+    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+        """Open an MLflow run and close it whatever happens: FINISHED, or FAILED on error."""
+        with _FLUENT_LOCK:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.registry_uri)
+            experiment_id = self.experiment_id()
+            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+            try:
+                yield active
+            except BaseException:
+                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+                raise
+            else:
+                mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+    def log_and_register(
+        self, model: Pipeline, input_example: pd.DataFrame, predictions: Any
+    ) -> ModelVersionRef:
+        """Log the model with signature and input example into the active run and register it."""
+        info = self._log_model(model, input_example, predictions)
+        run_id = mlflow.active_run().info.run_id
+        return ModelVersionRef(self.model_name, str(info.registered_model_version), run_id)
+
+    def _log_model(self, model: Pipeline, input_example: pd.DataFrame, predictions: Any) -> Any:
+        return mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            registered_model_name=self.model_name,
+            signature=infer_signature(input_example, predictions),
+            input_example=input_example,
+            pip_requirements=pip_requirements_for(model),
+            skops_trusted_types=trusted_types_for(model),
+            await_registration_for=60,
+        )
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(self.model_name, alias, version)
+
+    def version_for_alias(self, alias: str) -> ModelVersionRef | None:
+        """The version an alias points at, or None when the alias (or the model) is unset."""
+        try:
+            found = self.client().get_model_version_by_alias(self.model_name, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise
+        return ModelVersionRef(self.model_name, str(found.version), found.run_id)
+
+    def load_model(self, ref: ModelVersionRef) -> Pipeline:
+        """Load a registered version (by name and version, never a file path), cached per process."""
+        key = (self.registry_uri, ref.name, ref.version)
+        if key not in _MODEL_CACHE:
+            with _FLUENT_LOCK:
+                mlflow.set_tracking_uri(self.tracking_uri)
+                mlflow.set_registry_uri(self.registry_uri)
+                _MODEL_CACHE[key] = mlflow.sklearn.load_model(ref.uri)
+        return _MODEL_CACHE[key]
+
+    def log_metrics_to_run(self, run_id: str, metrics: dict[str, float]) -> None:
+        client = self.client()
+        for name, value in metrics.items():
+            client.log_metric(run_id, name, value)

@@ -1,0 +1,113 @@
+"""Seed the demo so the UI is not empty: land demo files, ingest the training window, train,
+evaluate, promote and score the latest day. `make run` calls `python -m tabml_assets.seed`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from tabml_assets.resources.data_sources import land_demo_files
+from tabml_assets.spec import LoadedSpec
+
+log = logging.getLogger("tabml.seed")
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    ingest_days: list[dt.date]
+    training_day: dt.date
+    scoring_day: dt.date
+
+
+def plan_seed(spec: LoadedSpec, today: dt.date) -> SeedPlan:
+    """Train on the window ending the day before yesterday; score yesterday, the latest closed day."""
+    scoring_day = today - dt.timedelta(days=1)
+    training_day = scoring_day - dt.timedelta(days=1)
+    window = spec.pipeline.training_window_days
+    first = max(training_day - dt.timedelta(days=window - 1), spec.pipeline.partitions.start_date)
+    days = [first + dt.timedelta(days=i) for i in range((scoring_day - first).days + 1)]
+    return SeedPlan(ingest_days=days, training_day=training_day, scoring_day=scoring_day)
+
+
+def run_selection(
+    defs: Definitions,
+    instance: DagsterInstance,
+    assets: list[str],
+    partition_key: str | None = None,
+    partition_range: tuple[str, str] | None = None,
+    raise_on_error: bool = True,
+) -> ExecuteInProcessResult:
+    """Materialize `assets` for one partition or, in a single run, a range of partitions."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    tags = {}
+    if partition_range is not None:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        asset_selection=[AssetKey(a) for a in assets],
+        tags=tags,
+        raise_on_error=raise_on_error,
+    )
+
+
+def seed_demo(defs: Definitions, spec: LoadedSpec, instance: DagsterInstance, today: dt.date) -> SeedPlan:
+    plan = plan_seed(spec, today)
+    source = spec.profile.data_source
+    if source.kind == "landing_folder":
+        land_demo_files(Path(spec.resolve_local(source.landing_folder)), plan.ingest_days, source.demo_rows_per_day)
+    first, last = plan.ingest_days[0].isoformat(), plan.ingest_days[-1].isoformat()
+    log.info("ingesting %s .. %s", first, last)
+    run_selection(defs, instance, ["raw_data", "features"], partition_range=(first, last))
+    log.info("training, evaluating and promoting on the window ending %s", plan.training_day)
+    run_selection(
+        defs, instance, ["trained_model", "evaluation_report", "champion_model"],
+        partition_key=plan.training_day.isoformat(),
+    )
+    log.info("scoring %s", plan.scoring_day)
+    run_selection(defs, instance, ["batch_predictions"], partition_key=plan.scoring_day.isoformat())
+    return plan
+
+
+def is_seeded(spec: LoadedSpec, today: dt.date) -> bool:
+    """True when the latest day's predictions exist, so `make run` starts at once."""
+    scoring_key = plan_seed(spec, today).scoring_day.isoformat()
+    return (Path(spec.resolve_local(spec.profile.storage.root)) / "batch_predictions" / f"{scoring_key}.parquet").exists()
+
+
+def main() -> None:
+    import argparse
+    import os
+
+    from tabml_assets.definitions import build_definitions
+    from tabml_assets.spec import load_spec
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-if-seeded", action="store_true", help="do nothing when the latest day is already scored")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    spec = load_spec(os.environ.get("TABML_DEPLOYMENT", "dev"))
+    today = dt.datetime.now(dt.UTC).date()
+    if args.skip_if_seeded and is_seeded(spec, today):
+        log.info("demo already seeded for %s; starting the UI", today)
+        return
+    defs = build_definitions(spec)
+    plan = seed_demo(defs, spec, DagsterInstance.get(), today)
+    log.info("seeded: %d days ingested, model trained on %s, %s scored", len(plan.ingest_days), plan.training_day, plan.scoring_day)
+
+
+if __name__ == "__main__":
+    main()

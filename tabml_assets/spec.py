@@ -1,0 +1,295 @@
+"""The pipeline spec: pipeline.yaml plus one profile per deployment, validated when definitions load.
+
+Every validation error names the file, the key, what was expected and what was found, so
+`dagster definitions validate` tells a user exactly which line of which YAML to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEPLOYMENTS = ("dev", "test", "staging", "prod")
+DEFAULT_CONF_DIR = Path(__file__).parent / "conf"
+
+# Estimators that pipeline.yaml may name. Config never imports arbitrary classes: a spec can
+# only pick from this table.
+ESTIMATOR_ALLOW_LIST: dict[str, str] = {
+    "HistGradientBoostingRegressor": "sklearn.ensemble",
+    "GradientBoostingRegressor": "sklearn.ensemble",
+    "RandomForestRegressor": "sklearn.ensemble",
+    "ExtraTreesRegressor": "sklearn.ensemble",
+    "Ridge": "sklearn.linear_model",
+    "LinearRegression": "sklearn.linear_model",
+    "ElasticNet": "sklearn.linear_model",
+}
+METRICS = ("rmse", "mae", "r2", "mape")
+HIGHER_IS_BETTER = {"rmse": False, "mae": False, "r2": True, "mape": False}
+
+
+class SpecError(ValueError):
+    """A pipeline spec or profile that cannot be used, with the file and key to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartitionsSpec(_Strict):
+    start_date: dt.date
+
+
+class SplitSpec(_Strict):
+    train: float = Field(gt=0, lt=1)
+    validation: float = Field(ge=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> SplitSpec:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + validation + test must sum to 1, found {self.train} + "
+                f"{self.validation} + {self.test} = {total:g}"
+            )
+        return self
+
+
+class EstimatorSpec(_Strict):
+    class_name: str = Field(alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_name")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        if value not in ESTIMATOR_ALLOW_LIST:
+            raise ValueError(
+                f"expected one of {sorted(ESTIMATOR_ALLOW_LIST)}, found {value!r}"
+            )
+        return value
+
+
+class Threshold(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("expected `min` or `max`, found neither")
+        return self
+
+
+class ValidationSpec(_Strict):
+    run_mode: Literal["disabled", "dry_run", "enabled"] = "enabled"
+    criteria: dict[Literal["rmse", "mae", "r2", "mape"], Threshold] = Field(default_factory=dict)
+    min_improvement_over_champion_pct: float | None = None
+
+
+class AutomationSpec(_Strict):
+    retraining_cron: str = "0 3 * * 1"
+    scoring_cron: str = "30 0 * * *"
+    rescore_partitions_on_new_champion: int = Field(default=7, ge=0)
+    model_freshness_warn_hours: float = Field(default=168, gt=0)
+    model_freshness_fail_hours: float = Field(default=192, gt=0)
+    predictions_deadline_cron: str = "0 2 * * *"
+
+
+class DataQualitySpec(_Strict):
+    psi_warn_threshold: float = Field(default=0.2, gt=0)
+
+
+class PipelineSpec(_Strict):
+    target_column: str
+    feature_columns: list[str] = Field(min_length=1)
+    categorical_columns: list[str] = Field(default_factory=list)
+    partitions: PartitionsSpec
+    split: SplitSpec
+    training_window_days: int = Field(ge=1, le=366)
+    estimator: EstimatorSpec
+    primary_metric: Literal["rmse", "mae", "r2", "mape"] = "rmse"
+    validation: ValidationSpec = ValidationSpec()
+    automation: AutomationSpec = AutomationSpec()
+    data_quality: DataQualitySpec = DataQualitySpec()
+
+    @model_validator(mode="after")
+    def _categoricals_are_features(self) -> PipelineSpec:
+        unknown = [c for c in self.categorical_columns if c not in self.feature_columns]
+        if unknown:
+            raise ValueError(
+                f"categorical_columns must be listed in feature_columns, found {unknown}"
+            )
+        return self
+
+
+class DataSourceProfile(_Strict):
+    kind: Literal["landing_folder", "demo", "databricks_table"]
+    landing_folder: str = "landing"
+    demo_rows_per_day: int = Field(default=2000, ge=1)
+    table: str = "samples.nyctaxi.trips"
+
+
+class StorageProfile(_Strict):
+    root: str
+    artifacts: str
+
+
+class MlflowProfile(_Strict):
+    tracking_uri: str
+    registry_uri: str
+    experiment_name: str
+    model_name: str
+    artifact_location: str | None = None
+
+
+class ClusterProfile(_Strict):
+    spark_version: str = "15.4.x-scala2.12"
+    node_type_id: str | None = None
+    instance_pool_id: str | None = None
+    num_workers: int | None = None
+    autoscale: dict[Literal["min_workers", "max_workers"], int] | None = None
+    existing_cluster_id: str | None = None
+
+
+class DatabricksProfile(_Strict):
+    secret_scope: str
+    cluster: ClusterProfile = ClusterProfile()
+    timeout_seconds: int = Field(default=3600, ge=60)
+    wheel_path: str
+    poll_interval_sec: float = Field(default=10, gt=0)
+    max_completion_wait_time_seconds: int = Field(default=24 * 3600, gt=0)
+    env_variables: dict[str, str] = Field(default_factory=dict)
+    # Names of secrets in `secret_scope`, each exported to the remote step as the
+    # environment variable of the same name (upper-cased, dashes to underscores).
+    secrets: list[str] = Field(default_factory=lambda: ["databricks-token"])
+    permissions_group: str | None = None
+
+
+class StatusProfile(_Strict):
+    default_status: Literal["RUNNING", "STOPPED"] = "STOPPED"
+
+
+class Profile(_Strict):
+    data_source: DataSourceProfile
+    storage: StorageProfile
+    mlflow: MlflowProfile
+    databricks: DatabricksProfile | None = None
+    schedules: StatusProfile = StatusProfile()
+    sensors: StatusProfile = StatusProfile()
+    pipeline_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoadedSpec(BaseModel):
+    """The pipeline spec with one deployment's profile applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment: str
+    pipeline: PipelineSpec
+    profile: Profile
+    pipeline_file: Path
+    profile_file: Path
+    tabml_home: Path
+
+    def resolve_local(self, value: str) -> str:
+        """Fill `{tabml_home}` and anchor relative paths in TABML_HOME (dev and test)."""
+        value = value.replace("{tabml_home}", str(self.tabml_home))
+        if "://" in value or value.startswith("/") or value == "databricks" or value == "databricks-uc":
+            return value
+        return str(self.tabml_home / value)
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid spec"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the spec; check its spelling)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        found = "" if item["type"] == "missing" else f"; found {_describe(item.get('input'))}"
+        if item["type"].startswith(("float", "int", "bool", "string", "date", "literal", "list", "dict")):
+            message = f"expected {message[0].lower()}{message[1:]}"
+        lines.append(f"  key `{key}`: {message}{found if 'found' not in message else ''}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def load_spec(
+    deployment: str,
+    conf_dir: Path | None = None,
+    tabml_home: Path | None = None,
+) -> LoadedSpec:
+    """Load pipeline.yaml and profiles/<deployment>.yaml from `conf_dir`, validated."""
+    if deployment not in DEPLOYMENTS:
+        raise SpecError(
+            f"TABML_DEPLOYMENT: expected one of {list(DEPLOYMENTS)}, found {deployment!r}"
+        )
+    conf_dir = Path(conf_dir or DEFAULT_CONF_DIR)
+    pipeline_file = conf_dir / "pipeline.yaml"
+    profile_file = conf_dir / "profiles" / f"{deployment}.yaml"
+    raw_pipeline = _read_yaml(pipeline_file)
+    raw_profile = _read_yaml(profile_file)
+    try:
+        profile = Profile.model_validate(raw_profile)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(profile_file, exc)) from None
+    merged = _deep_merge(raw_pipeline, profile.pipeline_overrides)
+    try:
+        pipeline = PipelineSpec.model_validate(merged)
+    except ValidationError as exc:
+        # Blame the profile when its overrides introduced the bad key.
+        blamed = pipeline_file
+        for item in exc.errors():
+            top = item["loc"][0] if item["loc"] else None
+            if top in profile.pipeline_overrides:
+                blamed = profile_file
+        raise SpecError(_format_validation_error(blamed, exc)) from None
+    return LoadedSpec(
+        deployment=deployment,
+        pipeline=pipeline,
+        profile=profile,
+        pipeline_file=pipeline_file,
+        profile_file=profile_file,
+        tabml_home=Path(tabml_home or default_tabml_home()).resolve(),
+    )
+
+
+def default_tabml_home() -> Path:
+    """The one git-ignored folder for local state: TABML_HOME, else ./.tabml."""
+    return Path(os.environ.get("TABML_HOME", Path.cwd() / ".tabml"))

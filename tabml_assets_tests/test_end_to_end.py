@@ -1,0 +1,81 @@
+"""The whole graph materialized for real in a temporary DAGSTER_HOME and MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetKey, DagsterInstance, Definitions
+from mlflow.tracking import MlflowClient
+
+from tabml_assets.seed import plan_seed, run_selection, seed_demo
+from tabml_assets.spec import LoadedSpec
+from tabml_assets_tests.conftest import TODAY
+
+
+def latest_metadata(instance: DagsterInstance, asset: str, partition: str) -> dict:
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    records = instance.fetch_materializations(AssetKey(asset), limit=50).records
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization.partition == partition:
+            return {k: v.value for k, v in materialization.metadata.items()}
+    raise AssertionError(f"no materialization of {asset} for {partition}; latest was {event}")
+
+
+def test_demo_graph_end_to_end(
+    test_defs: Definitions, test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
+) -> None:
+    plan = seed_demo(test_defs, test_spec, instance, TODAY)
+    data = tabml_home / "data"
+    rows_per_day = test_spec.profile.data_source.demo_rows_per_day
+
+    # raw -> features for every ingested day, one run for the whole range.
+    for day in plan.ingest_days:
+        raw = pd.read_parquet(data / "raw_data" / f"{day}.parquet")
+        features = pd.read_parquet(data / "features" / f"{day}.parquet")
+        assert len(raw) == len(features) == rows_per_day
+        assert (pd.to_datetime(raw["tpep_pickup_datetime"]).dt.date == day).all()
+        assert set(test_spec.pipeline.feature_columns) <= set(features.columns)
+
+    # The model beats the naive baseline by a wide margin on the held-out test split.
+    report = json.loads((data / "evaluation_report" / f"{plan.training_day}.json").read_text())
+    ratio = report["challenger"]["metrics"]["rmse"] / report["baseline"]["metrics"]["rmse"]
+    assert ratio <= 0.6, report
+    assert report["gate_passed"] is True
+    assert report["test_rows"] > 0
+
+    # The champion alias points at the evaluated version, which has logged metrics.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tabml_home}/mlflow.db", registry_uri=f"sqlite:///{tabml_home}/mlflow.db")
+    model_name = test_spec.profile.mlflow.model_name
+    champion = client.get_model_version_by_alias(model_name, "champion")
+    assert str(champion.version) == report["challenger"]["version"]
+    run = client.get_run(champion.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_rmse"] == report["challenger"]["metrics"]["rmse"]
+    assert run.data.tags["dagster.asset_key"] == "trained_model"
+    assert run.data.tags["tabml.window_end"] == plan.training_day.isoformat()
+
+    # One finite prediction per input row, and the partition names the model that scored it.
+    scoring_key = plan.scoring_day.isoformat()
+    predictions = pd.read_parquet(data / "batch_predictions" / f"{scoring_key}.parquet")
+    features = pd.read_parquet(data / "features" / f"{scoring_key}.parquet")
+    assert len(predictions) == len(features) == rows_per_day
+    assert predictions["prediction"].notna().all()
+    assert set(predictions["model_version"]) == {str(champion.version)}
+    metadata = latest_metadata(instance, "batch_predictions", scoring_key)
+    assert metadata["model_version"] == str(champion.version)
+    assert metadata["dagster/row_count"] == rows_per_day
+
+
+def test_reseeding_is_idempotent_for_stored_partitions(
+    test_defs: Definitions, test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
+) -> None:
+    plan = plan_seed(test_spec, TODAY)
+    key = plan.ingest_days[0].isoformat()
+    run_selection(test_defs, instance, ["raw_data"], partition_key=key)
+    first = pd.read_parquet(tabml_home / "data" / "raw_data" / f"{key}.parquet")
+    run_selection(test_defs, instance, ["raw_data"], partition_key=key)
+    second = pd.read_parquet(tabml_home / "data" / "raw_data" / f"{key}.parquet")
+    pd.testing.assert_frame_equal(first, second)

@@ -1,0 +1,97 @@
+"""The pipeline spec: every deployment loads; each kind of bad spec fails with file, key,
+expectation and what was found."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tabml_assets.definitions import build_definitions
+from tabml_assets.spec import DEPLOYMENTS, SpecError, load_spec
+
+
+def edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS)
+def test_every_deployment_builds_definitions(deployment: str, tabml_home: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DATABRICKS_HOST", "https://dummy.cloud.databricks.com")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dummy-token")
+    spec = load_spec(deployment, tabml_home=tabml_home)
+    defs = build_definitions(spec)
+    repo = defs.get_repository_def()
+    names = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
+    assert {"raw_data", "features", "trained_model", "evaluation_report", "champion_model", "batch_predictions"} <= names
+    launcher = repo.get_top_level_resources()["step_launcher"]
+    # dev and test run in process; staging and prod ship heavy steps to Databricks.
+    uses_databricks = "databricks" in launcher.resource_fn.__module__
+    assert uses_databricks == (deployment in ("staging", "prod"))
+
+
+def test_unknown_key_names_file_and_key(conf_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["split"].update({"holdout": 0.1}))
+    with pytest.raises(SpecError) as error:
+        load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    message = str(error.value)
+    assert str(conf_dir / "pipeline.yaml") in message
+    assert "split.holdout" in message and "unknown key" in message
+
+
+def test_wrong_type_names_expected_and_found(conf_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d.update({"training_window_days": "a week"}))
+    with pytest.raises(SpecError) as error:
+        load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    message = str(error.value)
+    assert "training_window_days" in message
+    assert "expected a valid integer" in message.lower() or "expected input should be a valid integer" in message.lower()
+    assert "'a week'" in message
+
+
+def test_ratios_must_sum_to_one(conf_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["split"].update({"train": 0.8}))
+    with pytest.raises(SpecError) as error:
+        load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    message = str(error.value)
+    assert "key `split`" in message and "must sum to 1" in message and "1.1" in message
+
+
+def test_estimator_outside_allow_list(conf_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["estimator"].update({"class": "os.system"}))
+    with pytest.raises(SpecError) as error:
+        load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    message = str(error.value)
+    assert "estimator.class" in message and "HistGradientBoostingRegressor" in message and "'os.system'" in message
+
+
+def test_profile_override_errors_blame_the_profile(conf_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(conf_dir / "profiles" / "test.yaml", lambda d: d["pipeline_overrides"].update({"training_window_days": 0}))
+    with pytest.raises(SpecError) as error:
+        load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+    assert str(conf_dir / "profiles" / "test.yaml") in str(error.value)
+
+
+def test_unknown_deployment() -> None:
+    with pytest.raises(SpecError, match=r"TABML_DEPLOYMENT: expected one of .* found 'qa'"):
+        load_spec("qa")
+
+
+def test_dagster_definitions_validate_reports_spec_errors(conf_dir: Path, tabml_home: Path) -> None:
+    """The CLI a user runs fails on a bad spec and prints the file and key."""
+    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["split"].update({"train": "most"}))
+    env = {**os.environ, "TABML_CONF_DIR": str(conf_dir), "TABML_HOME": str(tabml_home), "TABML_DEPLOYMENT": "dev"}
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "tabml_assets.definitions"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tabml_home,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "pipeline.yaml" in output and "split.train" in output and "'most'" in output
