@@ -1,0 +1,115 @@
+"""Start a real `dagster dev` (webserver + daemon) for tests, and stop its whole process group.
+
+`dagster dev` started from a non-interactive shell ignores SIGINT/SIGTERM on its own, so it is
+started in a new session and the group is signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class DagsterDev:
+    url: str
+    graphql_url: str
+    dagster_home: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
+        import json
+
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(self.graphql_url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def dagster_dev(
+    tabml_home: Path,
+    dagster_home: Path,
+    deployment: str = "test",
+    extra_env: dict[str, str] | None = None,
+    startup_timeout: float = 180,
+) -> Iterator[DagsterDev]:
+    """Run `dagster dev -h 127.0.0.1 -p <free port>` on the repo's workspace.yaml."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text((REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml").read_text())
+    port = free_port()
+    env = {
+        **os.environ,
+        "TABML_HOME": str(tabml_home),
+        "DAGSTER_HOME": str(dagster_home),
+        "TABML_DEPLOYMENT": deployment,
+        **(extra_env or {}),
+    }
+    log_path = dagster_home / "dagster_dev.log"
+    dagster = Path(sys.executable).parent / "dagster"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO_ROOT / "workspace.yaml")],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = DagsterDev(url, f"{url}/graphql", dagster_home, log_path, process)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {process.returncode}:\n{server.log()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dagster dev did not answer on {url} in {startup_timeout}s:\n{server.log()[-4000:]}")
+            time.sleep(1)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
