@@ -104,12 +104,27 @@ def dagster_dev(
         stop_process_group(process)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM the group (webserver, daemon, code servers), then SIGKILL whatever lingers."""
+    pgid = process.pid
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        pass
+    # Code servers outlive their parent until a heartbeat times out; do not leave them behind.
+    deadline = time.monotonic() + 10
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+    process.wait(timeout=10)
