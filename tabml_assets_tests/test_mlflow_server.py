@@ -1,0 +1,77 @@
+"""Train, promote and score through a real `mlflow server` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from dagster import DagsterInstance
+from mlflow.tracking import MlflowClient
+
+from tabml_assets.definitions import build_definitions
+from tabml_assets.seed import seed_demo
+from tabml_assets.spec import load_spec
+from tabml_assets_tests.conftest import TODAY
+from tabml_assets_tests.dagster_dev_server import free_port, stop_process_group
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path / "mlflow_server.log"
+    mlflow = Path(sys.executable).parent / "mlflow"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                "--artifacts-destination", str(tmp_path / "server_artifacts"),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(process)
+
+
+def test_train_promote_score_through_a_tracking_server(
+    mlflow_server: str, conf_dir: Path, tabml_home: Path, instance: DagsterInstance
+) -> None:
+    profile_path = conf_dir / "profiles" / "test.yaml"
+    profile = yaml.safe_load(profile_path.read_text())
+    # Artifacts go through the server's proxy (mlflow-artifacts:), as with a remote server.
+    profile["mlflow"].update({"tracking_uri": mlflow_server, "registry_uri": mlflow_server, "artifact_location": None})
+    profile_path.write_text(yaml.safe_dump(profile))
+    spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+
+    plan = seed_demo(build_definitions(spec), spec, instance, TODAY)
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    champion = client.get_model_version_by_alias("tabml_fare_model", "champion")
+    assert champion.source.startswith("models:/") or "mlflow-artifacts" in client.get_run(champion.run_id).info.artifact_uri
+    scored = pd.read_parquet(tabml_home / "data" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    assert set(scored["model_version"]) == {str(champion.version)}
+    assert not (tabml_home / "mlflow.db").exists()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    assert runs and {r.info.status for r in runs} == {"FINISHED"}
