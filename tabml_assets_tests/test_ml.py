@@ -1,0 +1,122 @@
+"""Pure functions on tiny frames: demo data, feature engineering, splitting, fitting, metrics
+and the promotion gate, with negative cases."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabml_assets.ml.demo_data import generate_demo_trips
+from tabml_assets.ml.evaluation import evaluate_gate, gate_check_names, regression_metrics
+from tabml_assets.ml.features import MissingColumnsError, TripFeatureBuilder, build_features
+from tabml_assets.ml.schema import RAW_SCHEMA
+from tabml_assets.ml.training import fit_model, make_estimator, split_chronologically
+from tabml_assets.spec import EstimatorSpec, SplitSpec, Threshold, ValidationSpec, load_spec
+
+DAY = dt.date(2026, 1, 5)
+
+
+def three_trips() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "tpep_pickup_datetime": pd.to_datetime(["2026-01-05 08:00", "2026-01-05 12:30", "2026-01-05 23:59"]),
+            "tpep_dropoff_datetime": pd.to_datetime(["2026-01-05 08:20", "2026-01-05 12:40", "2026-01-06 00:09"]),
+            "trip_distance": [3.0, 1.0, 2.5],
+            "fare_amount": [14.0, 6.5, 11.0],
+            "pickup_zip": [10001, 10003, 11430],
+            "dropoff_zip": [10011, 10001, 10001],
+        }
+    )
+
+
+def test_demo_trips_are_deterministic_and_typed() -> None:
+    first = generate_demo_trips(DAY, 300)
+    pd.testing.assert_frame_equal(first, generate_demo_trips(DAY, 300))
+    assert not first.equals(generate_demo_trips(DAY + dt.timedelta(days=1), 300))
+    assert dict(first.dtypes.astype(str)) == RAW_SCHEMA
+    assert (first["tpep_pickup_datetime"].dt.date == DAY).all()
+    assert (first["tpep_dropoff_datetime"] > first["tpep_pickup_datetime"]).all()
+    assert first["trip_distance"].between(0, 400, inclusive="neither").all()
+    # Fares really depend on distance: something for a model to learn.
+    assert np.corrcoef(first["trip_distance"], first["fare_amount"])[0, 1] > 0.7
+
+
+def test_demo_trips_reject_negative_rows() -> None:
+    with pytest.raises(ValueError, match="rows: expected a non-negative count, found -1"):
+        generate_demo_trips(DAY, -1)
+
+
+def test_features_from_three_trips() -> None:
+    features = build_features(three_trips(), "fare_amount")
+    assert features["pickup_hour"].tolist() == [8, 12, 23]
+    assert features["pickup_weekday"].tolist() == [0, 0, 0]  # 2026-01-05 is a Monday
+    assert features["trip_duration_minutes"].tolist() == [20.0, 10.0, 10.0]
+    assert features["fare_amount"].tolist() == [14.0, 6.5, 11.0]
+
+
+def test_features_name_missing_columns() -> None:
+    with pytest.raises(MissingColumnsError) as error:
+        TripFeatureBuilder().transform(three_trips().drop(columns=["pickup_zip"]))
+    assert "missing columns ['pickup_zip']" in str(error.value)
+    assert "found [" in str(error.value)
+
+
+def test_chronological_split_keeps_time_order() -> None:
+    frame = build_features(generate_demo_trips(DAY, 100), "fare_amount").sample(frac=1, random_state=0)
+    splits = split_chronologically(frame, SplitSpec(train=0.6, validation=0.2, test=0.2))
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (60, 20, 20)
+    assert splits.train["tpep_pickup_datetime"].max() <= splits.validation["tpep_pickup_datetime"].min()
+    assert splits.validation["tpep_pickup_datetime"].max() <= splits.test["tpep_pickup_datetime"].min()
+
+
+def test_split_needs_rows() -> None:
+    with pytest.raises(ValueError, match="expected at least 3 rows to split, found 2"):
+        split_chronologically(three_trips().head(2), SplitSpec(train=0.7, validation=0.15, test=0.15))
+
+
+def test_fit_beats_the_naive_baseline_and_handles_unseen_zips(tmp_path) -> None:
+    spec = load_spec("test", tabml_home=tmp_path).pipeline
+    frame = pd.concat([build_features(generate_demo_trips(DAY + dt.timedelta(days=i), 500), "fare_amount") for i in range(3)])
+    splits = split_chronologically(frame, spec.split)
+    fit = fit_model(splits, spec)
+    baseline = regression_metrics(splits.validation["fare_amount"], np.full(len(splits.validation), splits.train["fare_amount"].mean()))
+    assert fit.validation_metrics["rmse"] < 0.6 * baseline["rmse"]
+    unseen = splits.test.head(3).assign(pickup_zip=99999)
+    assert np.isfinite(fit.model.predict(unseen[spec.feature_columns])).all()
+
+
+def test_linear_estimator_one_hot_encodes_zips(tmp_path) -> None:
+    spec = load_spec("test", tabml_home=tmp_path).pipeline.model_copy(
+        update={"estimator": EstimatorSpec.model_validate({"class": "Ridge", "params": {"alpha": 1.0}})}
+    )
+    frame = build_features(generate_demo_trips(DAY, 400), "fare_amount")
+    fit = fit_model(split_chronologically(frame, spec.split), spec)
+    assert "OneHotEncoder" in repr(fit.model.named_steps["preprocess"])
+
+
+def test_make_estimator_rejects_bad_params() -> None:
+    with pytest.raises(ValueError, match=r"estimator\.params for Ridge"):
+        make_estimator(EstimatorSpec.model_validate({"class": "Ridge", "params": {"depth": 3}}))
+
+
+def test_metrics_on_known_values() -> None:
+    metrics = regression_metrics(np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0]))
+    assert metrics["rmse"] == pytest.approx(np.sqrt(5 / 3))
+    assert metrics["mae"] == pytest.approx(1.0)
+    assert metrics["mape"] == pytest.approx((0 + 50 + 50) / 3)
+    with pytest.raises(ValueError, match="expected equal lengths"):
+        regression_metrics(np.array([1.0]), np.array([1.0, 2.0]))
+
+
+def test_gate_names_metric_value_and_threshold() -> None:
+    validation = ValidationSpec(criteria={"rmse": Threshold(max=2.0), "r2": Threshold(min=0.9)}, min_improvement_over_champion_pct=10)
+    results = evaluate_gate(validation, "rmse", {"rmse": 3.0, "r2": 0.95, "mae": 1, "mape": 1}, {"rmse": 3.2, "r2": 0.9, "mae": 1, "mape": 1})
+    assert [r.check_name for r in results] == gate_check_names(validation) == ["rmse_max", "r2_min", "beats_champion"]
+    by_name = {r.check_name: r for r in results}
+    assert not by_name["rmse_max"].passed and by_name["rmse_max"].description == "FAILED: rmse = 3, required <= 2"
+    assert by_name["r2_min"].passed
+    # 3.0 is better than 3.2 but not by 10 % (needs <= 2.88).
+    assert not by_name["beats_champion"].passed and by_name["beats_champion"].threshold == pytest.approx(2.88)
