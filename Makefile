@@ -8,7 +8,13 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export TABML_HOME DAGSTER_HOME
 
-.PHONY: install run seed test lint unit bench clean
+.PHONY: install system-deps run seed test lint typecheck bench clean
+
+# Debian packages the tests drive for real: PostgreSQL 15 (production instance test) and
+# Chromium (the UI test). Installed only where missing; CI runs as root, elsewhere via sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PG_BIN := /usr/lib/postgresql/15/bin
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +38,21 @@ run: seed
 	@echo "tabml UI on http://$(HOST):$(PORT) (Ctrl-C to stop)"
 	$(BIN)/dagster dev -h $(HOST) -p $(PORT) -w workspace.yaml
 
-lint: install
-	$(BIN)/ruff check tabml_assets tabml_assets_tests
+$(PG_BIN)/initdb:
+	$(SUDO) apt-get update -qq && $(APT_INSTALL) postgresql
 
-test: install lint
+/usr/bin/chromium:
+	$(SUDO) apt-get update -qq && $(APT_INSTALL) chromium
+
+system-deps: $(PG_BIN)/initdb /usr/bin/chromium
+
+lint: install
+	$(BIN)/ruff check tabml_assets tabml_assets_tests benchmarks infra/deploy
+
+typecheck: install
+	$(BIN)/mypy tabml_assets
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -q -ra
 
 bench: install

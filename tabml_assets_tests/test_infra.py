@@ -360,8 +360,6 @@ def test_workflows_reference_existing_make_targets_and_paths() -> None:
         text = (WORKFLOWS / name).read_text().replace("./.github/", ".github/")
         commands = [line.strip() for step in _steps(_workflow(name)) for line in step.get("run", "").splitlines()]
         for target in [m.group(1) for c in commands if (m := re.match(r"make\s+([\w-]+)", c))]:
-            if target in MAKE_TARGETS_REQUESTED:
-                continue
             assert target in targets, f".github/workflows/{name}: runs `make {target}`, but the Makefile has no target {target!r}"
         for raw in path_pattern.findall(text):
             for deployment in DEPLOYMENTS:
@@ -369,17 +367,6 @@ def test_workflows_reference_existing_make_targets_and_paths() -> None:
                 path = path.rstrip("*").rstrip("/").rstrip(".")
                 assert "$" not in path, f".github/workflows/{name}: cannot resolve {raw}"
                 assert (REPO_ROOT / path).exists(), f".github/workflows/{name}: references {raw}, which does not exist ({path})"
-
-
-# ci.yml's type-check step calls a target the Makefile's owner has been asked to add. The strict
-# xfail turns into a failure the moment it lands, so this entry cannot outlive its reason.
-MAKE_TARGETS_REQUESTED = {"typecheck"}
-
-
-@pytest.mark.xfail(strict=True, reason="`make typecheck` is requested from the Makefile owner (issue 8)")
-def test_requested_make_targets_exist() -> None:
-    missing = MAKE_TARGETS_REQUESTED - _makefile_targets()
-    assert not missing, f".github/workflows/ci.yml runs make {sorted(missing)}, which the Makefile does not have yet"
 
 
 def test_workflows_trigger_as_the_release_process_needs() -> None:
