@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster import BetaWarning, Definitions, in_process_executor, multiprocess_executor
 
 from tabml_assets.assets import build_assets
-from tabml_assets.automation.jobs import build_jobs
+from tabml_assets.automation import build_automation
 from tabml_assets.resources import build_resources
 from tabml_assets.spec import LoadedSpec, load_spec
 
@@ -22,10 +22,14 @@ def build_definitions(spec: LoadedSpec) -> Definitions:
     # Locally, the in-process executor saves 2-4 s per step on a 2-core laptop; on Databricks
     # steps run on clusters, so several may run at once.
     executor = in_process_executor if spec.deployment in ("dev", "test") else multiprocess_executor
+    automation = build_automation(spec, build_assets(spec))
     return Definitions(
-        assets=build_assets(spec),
-        jobs=build_jobs(),
-        resources=build_resources(spec),
+        assets=automation.assets,
+        asset_checks=automation.asset_checks,
+        jobs=automation.jobs,
+        schedules=automation.schedules,
+        sensors=automation.sensors,
+        resources={**build_resources(spec), **automation.resources},
         executor=executor,
     )
 

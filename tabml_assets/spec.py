@@ -99,6 +99,26 @@ class AutomationSpec(_Strict):
     model_freshness_warn_hours: float = Field(default=168, gt=0)
     model_freshness_fail_hours: float = Field(default=192, gt=0)
     predictions_deadline_cron: str = "0 2 * * *"
+    # Retrain once this many feature days newer than the last trained window have landed.
+    retrain_after_new_partitions: int = Field(default=7, ge=1)
+
+    @field_validator("retraining_cron", "scoring_cron", "predictions_deadline_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"expected a cron string such as '30 0 * * *', found {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> AutomationSpec:
+        if self.model_freshness_warn_hours >= self.model_freshness_fail_hours:
+            raise ValueError(
+                "model_freshness_warn_hours must be less than model_freshness_fail_hours, found "
+                f"{self.model_freshness_warn_hours:g} >= {self.model_freshness_fail_hours:g}"
+            )
+        return self
 
 
 class DataQualitySpec(_Strict):
@@ -175,13 +195,27 @@ class StatusProfile(_Strict):
     default_status: Literal["RUNNING", "STOPPED"] = "STOPPED"
 
 
+class SensorsProfile(StatusProfile):
+    # How often the daemon evaluates each tabml sensor; tests use a few seconds.
+    minimum_interval_seconds: int = Field(default=30, ge=1)
+
+
+class NotificationsProfile(_Strict):
+    """Where run-failure alerts go: the log, or a Slack incoming webhook."""
+
+    kind: Literal["log", "slack"] = "log"
+    # Name of the environment variable holding the webhook URL (a secret: never in YAML).
+    slack_webhook_env_var: str = "TABML_SLACK_WEBHOOK_URL"
+
+
 class Profile(_Strict):
     data_source: DataSourceProfile
     storage: StorageProfile
     mlflow: MlflowProfile
     databricks: DatabricksProfile | None = None
     schedules: StatusProfile = StatusProfile()
-    sensors: StatusProfile = StatusProfile()
+    sensors: SensorsProfile = SensorsProfile()
+    notifications: NotificationsProfile = NotificationsProfile()
     pipeline_overrides: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,0 +1,333 @@
+"""Sensors: rescore when data lands or the champion moves, retrain when the model goes stale,
+and alert on failed runs. Each keeps its state in a JSON cursor the daemon persists."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    run_failure_sensor,
+    sensor,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+from dagster._time import get_current_datetime
+
+from tabml_assets.automation.inflight import days_being_written
+from tabml_assets.automation.landing import (
+    files_from_json,
+    files_to_json,
+    landing_run_key,
+    scan_landing_folder,
+)
+from tabml_assets.resources.data_sources import LandingFolderSource, TripSource
+from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
+from tabml_assets.resources.notifier import Notifier
+from tabml_assets.spec import LoadedSpec
+
+RAW_DATA = AssetKey("raw_data")
+FEATURES = AssetKey("features")
+TRAINED_MODEL = AssetKey("trained_model")
+BATCH_PREDICTIONS = AssetKey("batch_predictions")
+SCORING_ASSETS = (RAW_DATA, FEATURES, BATCH_PREDICTIONS)
+TRAINING_ASSETS = (TRAINED_MODEL, AssetKey("evaluation_report"), AssetKey("champion_model"))
+TRIGGER_TAG = "tabml/trigger"
+
+
+def load_cursor(cursor: str | None) -> dict[str, Any]:
+    return json.loads(cursor) if cursor else {}
+
+
+def dump_cursor(state: dict[str, Any]) -> str:
+    return json.dumps(state, sort_keys=True)
+
+
+def today_utc() -> str:
+    """Today's UTC date; its partition does not exist until the day closes."""
+    return get_current_datetime().astimezone(dt.UTC).date().isoformat()
+
+
+def latest_materialization_timestamp(
+    instance: DagsterInstance, asset: AssetKey, partition: str
+) -> float | None:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+    ).records
+    return records[0].timestamp if records else None
+
+
+def latest_partition_metadata(
+    instance: DagsterInstance, asset: AssetKey, partition: str
+) -> dict[str, Any]:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def short_list(names: list[str], limit: int = 200) -> str:
+    text = ",".join(names)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def status_of(spec: LoadedSpec) -> DefaultSensorStatus:
+    return DefaultSensorStatus(spec.profile.sensors.default_status)
+
+
+def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefinition) -> SensorDefinition:
+    """New or changed files in the landing folder -> scoring_job for exactly the days they touch."""
+    start_day = spec.pipeline.partitions.start_date.isoformat()
+
+    @sensor(
+        name="landing_sensor",
+        job=scoring_job,
+        minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
+        default_status=status_of(spec),
+        description=(
+            "Watches the landing folder. A new, changed or deleted file runs scoring_job (ingest, "
+            "features, predictions) for each UTC day its rows touch, once per file content."
+        ),
+    )
+    def landing_sensor(
+        context: SensorEvaluationContext, trip_source: TripSource, model_registry: ModelRegistry
+    ) -> SensorResult:
+        if not isinstance(trip_source, LandingFolderSource):
+            return SensorResult(
+                skip_reason=f"the trip source is {trip_source.describe()}, not a landing folder"
+            )
+        state = load_cursor(context.cursor)
+        pending: dict[str, dict[str, Any]] = state.get("pending", {})
+        paths = trip_source.landed_files()
+        changes = scan_landing_folder(paths, files_from_json(state.get("files", {})))
+        mtimes = {p.name: p.stat().st_mtime for p in paths}
+        notes: list[str] = []
+        for name, error in changes.unreadable.items():
+            context.log.warning(f"landing file {name} skipped: {error}")
+            notes.append(f"{name} unreadable")
+        for day, names in sorted(changes.days_changed_by.items()):
+            if day < start_day:
+                notes.append(f"{day} is before the first partition {start_day}")
+                continue
+            deleted = any(changes.changed[n] == "deleted" for n in names)
+            ingested_at = latest_materialization_timestamp(context.instance, RAW_DATA, day)
+            if not deleted and ingested_at is not None and ingested_at >= max(mtimes[n] for n in names):
+                # raw_data for this day was built after the file was written: it already has its rows.
+                continue
+            run_key = landing_run_key(day, changes.changed, names)
+            if day in pending:
+                # A later change to a day still waiting: one run, keyed by both changes.
+                combined = hashlib.sha256(f"{pending[day]['run_key']}|{run_key}".encode()).hexdigest()[:16]
+                run_key = f"landing:{day}:{combined}"
+                names = sorted(set(names) | set(pending[day]["files"]))
+            pending[day] = {"run_key": run_key, "files": sorted(names)}
+
+        busy = days_being_written(context.instance, SCORING_ASSETS)
+        has_champion = model_registry.version_for_alias(CHAMPION) is not None
+        today = today_utc()
+        run_requests = []
+        for day in sorted(pending):
+            if day >= today:
+                continue  # the partition exists once the day has closed
+            if day in busy:
+                notes.append(f"{day} waits for run {busy[day]}")
+                continue
+            entry = pending.pop(day)
+            run_requests.append(
+                RunRequest(
+                    run_key=entry["run_key"],
+                    partition_key=day,
+                    # Without a champion there is nothing to score with yet: ingest only.
+                    asset_selection=None if has_champion else [RAW_DATA, FEATURES],
+                    tags={TRIGGER_TAG: "landing", "tabml/landing_files": short_list(entry["files"])},
+                )
+            )
+        waiting = [d for d in pending if d >= today]
+        if waiting:
+            notes.append(f"{len(waiting)} day(s) wait for their day to close: {short_list(sorted(waiting))}")
+        cursor = dump_cursor({"files": files_to_json(changes.files), "pending": pending})
+        if run_requests:
+            return SensorResult(run_requests=run_requests, cursor=cursor)
+        return SensorResult(skip_reason="; ".join(notes) or "no new or changed landing files", cursor=cursor)
+
+    return landing_sensor
+
+
+def last_scored_partitions(instance: DagsterInstance, count: int) -> list[str]:
+    """The `count` most recent days that have predictions."""
+    return sorted(instance.get_materialized_partitions(BATCH_PREDICTIONS))[-count:] if count else []
+
+
+def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
+    """The champion alias moved -> rescore the last K prediction days scored by another version."""
+    last_k = spec.pipeline.automation.rescore_partitions_on_new_champion
+
+    @sensor(
+        name="champion_sensor",
+        asset_selection=[BATCH_PREDICTIONS],
+        minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
+        default_status=status_of(spec),
+        description=(
+            f"Polls the registry's `{CHAMPION}` alias. When it moves, rescores the last {last_k} "
+            "batch_predictions days that another model version scored."
+        ),
+    )
+    def champion_sensor(context: SensorEvaluationContext, model_registry: ModelRegistry) -> SensorResult:
+        state = load_cursor(context.cursor)
+        champion = model_registry.version_for_alias(CHAMPION)
+        if champion is None:
+            return SensorResult(skip_reason=f"no `{CHAMPION}` alias on {model_registry.model_name} yet")
+        pending: dict[str, str] = state.get("pending", {})
+        if champion.version != state.get("version"):
+            # Detection time in the key: a rollback to an earlier version rescores again.
+            seen_at = int(get_current_datetime().timestamp())
+            pending = {
+                day: f"rescore:{day}:{champion.name}:v{champion.version}:{seen_at}"
+                for day in last_scored_partitions(context.instance, last_k)
+                if str(latest_partition_metadata(context.instance, BATCH_PREDICTIONS, day).get("model_version"))
+                != champion.version
+            }
+        busy = days_being_written(context.instance, [BATCH_PREDICTIONS])
+        run_requests = [
+            RunRequest(
+                run_key=run_key,
+                partition_key=day,
+                asset_selection=[BATCH_PREDICTIONS],
+                tags={TRIGGER_TAG: "new_champion", "tabml/champion_version": champion.version},
+            )
+            for day, run_key in sorted(pending.items())
+            if day not in busy
+        ]
+        pending = {day: key for day, key in pending.items() if day in busy}
+        cursor = dump_cursor({"version": champion.version, "pending": pending})
+        if run_requests:
+            return SensorResult(run_requests=run_requests, cursor=cursor)
+        reason = (
+            f"{len(pending)} day(s) wait for runs writing them" if pending
+            else f"predictions of the last {last_k} scored days already use champion version {champion.version}"
+        )
+        return SensorResult(skip_reason=reason, cursor=cursor)
+
+    return champion_sensor
+
+
+def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDefinition) -> SensorDefinition:
+    """The model is stale, or enough new feature days landed -> training_job on the newest day."""
+    automation = spec.pipeline.automation
+    fail_after = dt.timedelta(hours=automation.model_freshness_fail_hours)
+    new_days_needed = automation.retrain_after_new_partitions
+
+    @sensor(
+        name="retraining_sensor",
+        job=training_job,
+        minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
+        default_status=status_of(spec),
+        description=(
+            f"Requests training_job when trained_model is older than its freshness fail window "
+            f"({automation.model_freshness_fail_hours:g} h) or {new_days_needed} feature days newer "
+            "than its training window have landed."
+        ),
+    )
+    def retraining_sensor(context: SensorEvaluationContext) -> SensorResult:
+        instance = context.instance
+        records = instance.fetch_materializations(TRAINED_MODEL, limit=1).records
+        if not records:
+            return SensorResult(skip_reason="no trained_model yet: materialize training_job once (make run does)")
+        last = records[0]
+        trained_on = last.partition_key or ""
+        feature_days = sorted(instance.get_materialized_partitions(FEATURES))
+        if not feature_days:
+            return SensorResult(skip_reason="no features partitions to train on")
+        new_days = [d for d in feature_days if d > trained_on]
+        age = get_current_datetime() - dt.datetime.fromtimestamp(last.timestamp, dt.UTC)
+        if age > fail_after:
+            reason = "stale_model"
+        elif len(new_days) >= new_days_needed:
+            reason = "new_feature_partitions"
+        else:
+            return SensorResult(
+                skip_reason=(
+                    f"trained_model ({trained_on}) is {age.total_seconds() / 3600:.1f} h old, fails after "
+                    f"{fail_after.total_seconds() / 3600:g} h; {len(new_days)} of {new_days_needed} new "
+                    "feature days"
+                )
+            )
+        if days_being_written(instance, TRAINING_ASSETS):
+            return SensorResult(skip_reason="a training run is already queued or running")
+        newest = feature_days[-1]
+        request = RunRequest(
+            # One retraining per previous training and newest day: a failed run is not retried
+            # in a loop, but the next landed day tries again.
+            run_key=f"retrain:{newest}:after-{last.storage_id}",
+            partition_key=newest,
+            tags={TRIGGER_TAG: reason, "tabml/new_feature_days": str(len(new_days))},
+        )
+        return SensorResult(run_requests=[request])
+
+    return retraining_sensor
+
+
+def describe_failed_run(context: RunFailureSensorContext) -> tuple[str, str]:
+    """Alert title and body: which job, which partitions, which steps, and why."""
+    run = context.dagster_run
+    tags = run.tags
+    if PARTITION_NAME_TAG in tags:
+        partitions = tags[PARTITION_NAME_TAG]
+    elif ASSET_PARTITION_RANGE_START_TAG in tags:
+        partitions = f"{tags[ASSET_PARTITION_RANGE_START_TAG]}..{tags.get(ASSET_PARTITION_RANGE_END_TAG)}"
+    else:
+        partitions = "unpartitioned"
+    lines = [
+        f"run {run.run_id} of {run.job_name}, partitions {partitions}, trigger {tags.get(TRIGGER_TAG, 'manual')}",
+        f"reason: {context.failure_event.message or 'unknown'}",
+    ]
+    for event in context.get_step_failure_events():
+        error = event.event_specific_data.error if event.event_specific_data else None
+        message = error.message.strip().splitlines()[0] if error and error.message.strip() else "no message"
+        lines.append(f"step {event.step_key}: {message}")
+    return f"tabml run failed: {run.job_name} [{partitions}]", "\n".join(lines)
+
+
+def build_run_failure_sensor(spec: LoadedSpec) -> SensorDefinition:
+    """Any failed tabml run -> one alert through the deployment's notifier."""
+
+    @run_failure_sensor(
+        name="run_failure_alert_sensor",
+        minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
+        default_status=status_of(spec),
+        description="Sends an alert through the notifier resource (log in dev, Slack in prod) when a run fails.",
+    )
+    def run_failure_alert_sensor(context: RunFailureSensorContext, notifier: Notifier) -> None:
+        title, body = describe_failed_run(context)
+        notifier.notify(title, body)
+
+    return run_failure_alert_sensor
+
+
+def build_sensors(spec: LoadedSpec, jobs: dict[str, UnresolvedAssetJobDefinition]) -> list[SensorDefinition]:
+    sensors = [
+        build_champion_sensor(spec),
+        build_retraining_sensor(spec, jobs["training_job"]),
+        build_run_failure_sensor(spec),
+    ]
+    if spec.profile.data_source.kind == "landing_folder":
+        sensors.insert(0, build_landing_sensor(spec, jobs["scoring_job"]))
+    return sensors
+
