@@ -1,0 +1,251 @@
+"""The measured workloads, each run in a fresh process: `python -m benchmarks.cases NAME ARGS RESULT`.
+
+A fresh process per case keeps peak RSS and warm caches (the registry's model cache, imported
+modules) from leaking from one figure into the next. Imports happen inside each case, so the
+bare-script cases never import Dagster or tabml.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROCESS_START = time.perf_counter()
+
+Case = Callable[[dict[str, Any]], dict[str, Any]]
+CASES: dict[str, Case] = {}
+
+
+def case(function: Case) -> Case:
+    CASES[function.__name__] = function
+    return function
+
+
+def _open_instance(dagster_home: Path) -> Any:
+    from dagster import DagsterInstance
+
+    return DagsterInstance.local_temp(str(dagster_home))
+
+
+def _tabml_definitions(args: dict[str, Any]) -> tuple[Any, Any]:
+    from benchmarks.workspace import Workspace
+    from tabml_assets.definitions import build_definitions
+
+    spec = Workspace.from_args(args).spec()
+    return spec, build_definitions(spec)
+
+
+def _row_count(result: Any, asset: str) -> int:
+    """Rows the run materialized for `asset`, from its materialization metadata."""
+    total = 0
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset:
+            total += int(materialization.metadata["dagster/row_count"].value)
+    return total
+
+
+@case
+def tabml_end_to_end(args: dict[str, Any]) -> dict[str, Any]:
+    """The whole graph through tabml: ingest window + scoring day, train/evaluate/promote, score."""
+    from tabml_assets.seed import run_selection
+
+    start = time.perf_counter()
+    _, defs = _tabml_definitions(args)
+    defs.get_repository_def()
+    seconds = {"load_definitions": time.perf_counter() - start}
+    first, training_day, scoring_day = args["first_day"], args["training_day"], args["scoring_day"]
+    with _open_instance(Path(args["dagster_home"])) as instance:
+        start = time.perf_counter()
+        run_selection(defs, instance, ["raw_data", "features"], partition_range=(first, scoring_day))
+        seconds["ingest"] = time.perf_counter() - start
+        start = time.perf_counter()
+        training = run_selection(
+            defs, instance, ["trained_model", "evaluation_report", "champion_model"], partition_key=training_day
+        )
+        seconds["train_evaluate_promote"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scoring = run_selection(defs, instance, ["batch_predictions"], partition_key=scoring_day)
+        seconds["score"] = time.perf_counter() - start
+    report = training.output_for_node("evaluation_report")
+    return {
+        "seconds": seconds,
+        "window_rows": training.output_for_node("trained_model")["rows"]["window"],
+        "scored_rows": _row_count(scoring, "batch_predictions"),
+        "test_rmse": report["challenger"]["metrics"]["rmse"],
+        "model_version": report["challenger"]["version"],
+    }
+
+
+@case
+def bare_end_to_end(args: dict[str, Any]) -> dict[str, Any]:
+    """The same work as a hand-written pandas/scikit-learn/MLflow script."""
+    from benchmarks.bare_script import run_bare_pipeline
+
+    return run_bare_pipeline(
+        landing=Path(args["landing"]),
+        output=Path(args["output"]),
+        tracking_uri=args["tracking_uri"],
+        model_name=args["model_name"],
+        training_days=[dt.date.fromisoformat(d) for d in args["training_days"]],
+        scoring_day=dt.date.fromisoformat(args["scoring_day"]),
+        estimator_params=args["estimator_params"],
+        pip_requirements=args["pip_requirements"],
+        gate=tuple(args["gate"]),
+    )
+
+
+@case
+def tabml_ingest(args: dict[str, Any]) -> dict[str, Any]:
+    """Setup: raw_data and features for a range of days (one run)."""
+    from tabml_assets.seed import run_selection
+
+    _, defs = _tabml_definitions(args)
+    with _open_instance(Path(args["dagster_home"])) as instance:
+        result = run_selection(defs, instance, ["raw_data", "features"], partition_range=(args["first_day"], args["last_day"]))
+    return {"rows": _row_count(result, "features")}
+
+
+def _with_spark(defs: Any, master: str) -> tuple[Any, float]:
+    """The same definitions with a pyspark local-mode `spark` resource; its session started."""
+    from dagster import Definitions
+
+    from tabml_assets.resources.spark import SparkSessionResource
+
+    spark = SparkSessionResource(master=master)
+    start = time.perf_counter()
+    # Started here so the scoring figure is the steady state a running cluster would show.
+    spark.get_session()
+    session_seconds = time.perf_counter() - start
+    with_spark = Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, schedules=defs.schedules,
+        sensors=defs.sensors, resources={**defs.resources, "spark": spark}, executor=defs.executor,
+    )
+    return with_spark, session_seconds
+
+
+@case
+def tabml_scoring(args: dict[str, Any]) -> dict[str, Any]:
+    """batch_predictions for one partition, as a scoring run materializes it (pandas or Spark)."""
+    from tabml_assets.seed import run_selection
+
+    _, defs = _tabml_definitions(args)
+    session_seconds = None
+    if args.get("spark_master"):
+        defs, session_seconds = _with_spark(defs, args["spark_master"])
+    defs.get_repository_def()
+    with _open_instance(Path(args["dagster_home"])) as instance:
+        start = time.perf_counter()
+        result = run_selection(defs, instance, ["batch_predictions"], partition_key=args["day"])
+        seconds = time.perf_counter() - start
+    engine = None
+    for materialization in result.asset_materializations_for_node("batch_predictions"):
+        if "engine" in materialization.metadata:
+            engine = materialization.metadata["engine"].value
+    return {
+        "rows": _row_count(result, "batch_predictions"),
+        "seconds": seconds,
+        "engine": engine,
+        "spark_session_seconds": session_seconds,
+    }
+
+
+@case
+def bare_scoring(args: dict[str, Any]) -> dict[str, Any]:
+    """Bare `model.predict` on the same features file, plus its parquet read and write."""
+    import mlflow
+    import mlflow.sklearn
+
+    from benchmarks.bare_script import score_file
+
+    start = time.perf_counter()
+    mlflow.set_tracking_uri(args["tracking_uri"])
+    mlflow.set_registry_uri(args["tracking_uri"])
+    model = mlflow.sklearn.load_model(args["model_uri"])
+    load_seconds = time.perf_counter() - start
+    result = score_file(model, Path(args["features_file"]), Path(args["output"]), args["feature_columns"])
+    return {**result, "model_load_seconds": load_seconds}
+
+
+@case
+def load_definitions(args: dict[str, Any]) -> dict[str, Any]:
+    """Import the code location and resolve its repository, as a code server does on start."""
+    import importlib
+
+    start = time.perf_counter()
+    module = importlib.import_module("tabml_assets.definitions")
+    imported = time.perf_counter()
+    repository = module.defs.get_repository_def()
+    resolved = time.perf_counter()
+    return {
+        "interpreter_start_to_import_seconds": start - PROCESS_START,
+        "import_and_build_seconds": imported - start,
+        "resolve_repository_seconds": resolved - imported,
+        "seconds": resolved - start,
+        "assets": len(list(repository.asset_graph.get_all_asset_keys())),
+    }
+
+
+def _backfill_chunks(defs: Any, assets: list[str], keys: list[str]) -> list[list[str]]:
+    """Group partition keys into runs the way the assets' BackfillPolicy would."""
+    from dagster import AssetKey
+
+    limits = []
+    for name in assets:
+        policy = defs.resolve_assets_def(AssetKey(name)).backfill_policy
+        if policy is None:
+            limits.append(1)  # no policy: Dagster launches one run per partition
+        else:
+            limits.append(policy.max_partitions_per_run or len(keys))
+    size = min(limits)
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
+
+
+@case
+def tabml_backfill(args: dict[str, Any]) -> dict[str, Any]:
+    """raw_data -> features -> batch_predictions for many days: per the policy, or one run per day."""
+    from tabml_assets.seed import run_selection
+
+    assets = ["raw_data", "features", "batch_predictions"]
+    _, defs = _tabml_definitions(args)
+    keys = args["days"]
+    chunks = _backfill_chunks(defs, assets, keys) if args["mode"] == "policy" else [[k] for k in keys]
+    with _open_instance(Path(args["dagster_home"])) as instance:
+        start = time.perf_counter()
+        rows = 0
+        for chunk in chunks:
+            if len(chunk) == 1:
+                result = run_selection(defs, instance, assets, partition_key=chunk[0])
+            else:
+                result = run_selection(defs, instance, assets, partition_range=(chunk[0], chunk[-1]))
+            rows += _row_count(result, "batch_predictions")
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "runs": len(chunks), "partitions": len(keys), "rows": rows}
+
+
+def main() -> None:
+    name, args_json, result_file = sys.argv[1:4]
+    profile_file = os.environ.get("TABML_BENCH_PROFILE")
+    if profile_file:
+        # Sampling profile of the case, to explain a missed target (see benchmarks/README.md).
+        from pyinstrument import Profiler
+
+        with Profiler(interval=0.005) as profiler:
+            result = CASES[name](json.loads(args_json))
+        Path(profile_file).write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    else:
+        result = CASES[name](json.loads(args_json))
+    # The process's own peak; the harness also samples the whole process tree (Spark's JVM).
+    result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(result_file).write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
