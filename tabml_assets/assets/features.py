@@ -1,19 +1,44 @@
 """features: model-ready rows engineered from raw_data, one UTC day per partition."""
 
 
-import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
+from functools import partial
 
-from tabml_assets.assets.common import (
-    OWNERS,
-    daily_partitions,
-    partition_keys,
-    split_by_day,
-    table_metadata,
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
 )
+
+from tabml_assets.assets.common import OWNERS, daily_partitions, partition_keys
 from tabml_assets.assets.raw import BACKFILL_POLICY
 from tabml_assets.ml.features import build_features
+from tabml_assets.ml.schema import PICKUP
+from tabml_assets.resources.spark import SparkSessionResource
+from tabml_assets.resources.storage import (
+    PartitionedParquetIOManager,
+    SummaryColumns,
+    written_metadata,
+)
 from tabml_assets.spec import LoadedSpec
+
+
+def partition_store(context: AssetExecutionContext, asset_name: str) -> PartitionedParquetIOManager:
+    """The IO manager, which owns the partition file layout these assets stream through."""
+    store = context.resources.io_manager
+    if not isinstance(store, PartitionedParquetIOManager):
+        raise TypeError(
+            f"{asset_name}: resource `io_manager` must be a PartitionedParquetIOManager (the asset "
+            f"streams partition files by path), found {type(store).__name__}"
+        )
+    return store
+
+
+def engine_of(spark: SparkSessionResource | None, store: PartitionedParquetIOManager) -> str:
+    if spark is None:
+        return f"pandas, streamed in batches of {store.stream_batch_rows} rows"
+    return f"{spark.describe()}, mapInPandas"
 
 
 def build_features_asset(spec: LoadedSpec) -> AssetsDefinition:
@@ -27,14 +52,25 @@ def build_features_asset(spec: LoadedSpec) -> AssetsDefinition:
         code_version="1",
         partitions_def=daily_partitions(pipeline),
         backfill_policy=BACKFILL_POLICY,
-        required_resource_keys={"step_launcher"},
+        deps=["raw_data"],
+        required_resource_keys={"step_launcher", "io_manager", "spark"},
     )
-    def features(
-        context: AssetExecutionContext, raw_data: pd.DataFrame
-    ) -> Output[dict[str, pd.DataFrame]]:
+    def features(context: AssetExecutionContext) -> MaterializeResult:
         """Pickup hour and weekday, trip duration, distance and zips, with the target."""
-        engineered = build_features(raw_data, pipeline.target_column)
-        frames = split_by_day(engineered, partition_keys(context))
-        return Output(frames, metadata=table_metadata(frames))
+        store = partition_store(context, "features")
+        # Read by path, not loaded by the IO manager: a day may be larger than memory.
+        spark: SparkSessionResource | None = context.resources.spark
+        session = spark.get_session() if spark is not None else None
+        engineer = partial(build_features, target_column=pipeline.target_column)
+        written = {
+            key: store.transform_partition(
+                "raw_data", "features", key, engineer, spark=session,
+                summary=SummaryColumns(ranges=(PICKUP,)),
+            )
+            for key in partition_keys(context)
+        }
+        metadata = written_metadata(written, time_column=PICKUP, time_label="pickup")
+        metadata["engine"] = MetadataValue.text(engine_of(spark, store))
+        return MaterializeResult(metadata=metadata)
 
     return features

@@ -2,20 +2,25 @@
 
 
 import datetime as dt
+from functools import partial
 
-import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, Failure, MetadataValue, Output, asset
-
-from tabml_assets.assets.common import (
-    OWNERS,
-    daily_partitions,
-    partition_keys,
-    split_by_day,
-    table_metadata,
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
 )
+
+from tabml_assets.assets.common import OWNERS, daily_partitions, partition_keys
+from tabml_assets.assets.features import engine_of, partition_store
 from tabml_assets.assets.raw import BACKFILL_POLICY
+from tabml_assets.ml.schema import PICKUP
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, score_frame
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
+from tabml_assets.resources.spark import SparkSessionResource
+from tabml_assets.resources.storage import SummaryColumns, written_metadata
 from tabml_assets.spec import LoadedSpec
 
 
@@ -30,11 +35,10 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         code_version="1",
         partitions_def=daily_partitions(pipeline),
         backfill_policy=BACKFILL_POLICY,
-        required_resource_keys={"step_launcher", "model_registry"},
+        deps=["features"],
+        required_resource_keys={"step_launcher", "model_registry", "io_manager", "spark"},
     )
-    def batch_predictions(
-        context: AssetExecutionContext, features: pd.DataFrame
-    ) -> Output[dict[str, pd.DataFrame]]:
+    def batch_predictions(context: AssetExecutionContext) -> MaterializeResult:
         """Each feature row scored by `models:/<name>@champion`, with the model version that scored it."""
         model_registry: ModelRegistry = context.resources.model_registry
         champion = model_registry.version_for_alias(CHAMPION)
@@ -44,24 +48,42 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
                     f"batch_predictions: registered model {model_registry.model_name!r} has no "
                     f"'{CHAMPION}' alias yet; materialize trained_model, evaluation_report and "
                     "champion_model first"
-                )
+                ),
+                allow_retries=False,
             )
-        model = model_registry.load_model(champion)
-        scored = score_frame(
-            features, model, pipeline.feature_columns, champion.name, champion.version,
-            dt.datetime.now(dt.UTC),
+        store = partition_store(context, "batch_predictions")
+        spark: SparkSessionResource | None = context.resources.spark
+        session = spark.get_session() if spark is not None else None
+        # One timestamp for the whole run, so every batch (and executor) stamps the same value.
+        score = partial(
+            score_frame,
+            feature_columns=pipeline.feature_columns,
+            model_name=champion.name,
+            model_version=champion.version,
+            scored_at=dt.datetime.now(dt.UTC),
         )
-        frames = split_by_day(scored, partition_keys(context))
-        metadata = table_metadata(frames)
+        written = {
+            key: store.transform_partition(
+                "features", "batch_predictions", key, score,
+                shared={"model": model_registry.load_model(champion)},
+                spark=session,
+                summary=SummaryColumns(sums=(PREDICTION_COLUMN,), ranges=(PICKUP,)),
+            )
+            for key in partition_keys(context)
+        }
+        rows = sum(w.rows for w in written.values())
+        total = sum(w.column_sums[PREDICTION_COLUMN] for w in written.values())
+        metadata = written_metadata(written, time_column=PICKUP, time_label="pickup")
         metadata.update(
             {
                 "model_name": champion.name,
                 "model_version": champion.version,
                 "mlflow_run_id": champion.run_id,
                 "model_uri": MetadataValue.text(f"models:/{champion.name}@{CHAMPION} (version {champion.version})"),
-                "mean_prediction": MetadataValue.float(float(scored[PREDICTION_COLUMN].mean()) if len(scored) else 0.0),
+                "mean_prediction": MetadataValue.float(total / rows if rows else 0.0),
+                "engine": MetadataValue.text(engine_of(spark, store)),
             }
         )
-        return Output(frames, metadata=metadata)
+        return MaterializeResult(metadata=metadata)
 
     return batch_predictions

@@ -8,6 +8,7 @@ from dagster import ResourceDefinition
 
 from tabml_assets.resources.data_sources import DemoTripSource, LandingFolderSource, TripSource
 from tabml_assets.resources.model_registry import ModelRegistry
+from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import LoadedSpec
 
@@ -45,7 +46,11 @@ def build_resources(spec: LoadedSpec) -> dict[str, Any]:
 
         # In staging and prod the heavy assets run on a Databricks job cluster.
         resources["step_launcher"] = build_step_launcher(spec)
+        # On the cluster, features and scoring run distributed on the cluster's Spark session.
+        resources["spark"] = SparkSessionResource()
     else:
         # dev and test run every step in this process.
         resources["step_launcher"] = ResourceDefinition.none_resource()
+        # No Spark: features and scoring stream partition files through pandas in batches.
+        resources["spark"] = ResourceDefinition.none_resource()
     return resources

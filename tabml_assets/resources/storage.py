@@ -2,26 +2,60 @@
 
 The same code serves dev (a local folder) and Databricks (a Unity Catalog volume or DBFS path,
 which clusters mount as local files under /Volumes and /dbfs), so both sides see one store.
+
+`PartitionedParquetIOManager` owns the layout, <root>/<asset>/<partition>.parquet. Small assets
+go through it as DataFrames; assets whose partitions may not fit in memory (features,
+batch_predictions) call `transform_partition`, which streams an upstream partition file through
+a pandas function batch by batch (or through Spark's `mapInPandas`) into the same layout.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+# Rows per streamed batch: large enough that per-batch overhead vanishes next to predict(),
+# small enough that one batch and its transformed copy stay well under 200 MB.
+DEFAULT_BATCH_ROWS = 250_000
+PREVIEW_ROWS = 5
+
+# A pandas function applied to each batch; `shared` objects (a fitted model) are passed to it
+# as keyword arguments and shipped to Spark executors once, as a broadcast.
+BatchTransform = Callable[..., pd.DataFrame]
 
 
 class UnsafePathError(ValueError):
     """A partition key or asset name that would escape the storage root."""
+
+
+class TransformOutputError(ValueError):
+    """A batch transform returned a frame the partition's output schema cannot hold."""
 
 
 def safe_segment(value: str, what: str) -> str:
@@ -59,10 +93,248 @@ def write_json_atomic(value: Any, path: Path) -> None:
     atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2, default=str)))
 
 
+@dataclass(frozen=True)
+class SummaryColumns:
+    """Columns whose totals (`sums`) or extremes (`ranges`) a streamed write keeps."""
+
+    sums: tuple[str, ...] = ()
+    ranges: tuple[str, ...] = ()
+
+
+@dataclass
+class WrittenPartition:
+    """What a streamed partition write produced: the figures its materialization reports."""
+
+    path: Path
+    rows: int
+    schema: pa.Schema
+    preview: pd.DataFrame
+    column_sums: dict[str, float] = field(default_factory=dict)
+    column_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def column_mean(self, column: str) -> float:
+        return self.column_sums[column] / self.rows if self.rows else 0.0
+
+
+class _WriteSummary:
+    """Accumulates rows, a preview, column sums and ranges while batches stream past."""
+
+    def __init__(self, schema: pa.Schema, columns: SummaryColumns) -> None:
+        self.schema = schema
+        self.rows = 0
+        self.preview: pd.DataFrame | None = None
+        self.sums = dict.fromkeys(columns.sums, 0.0)
+        self.ranges: dict[str, tuple[Any, Any]] = {}
+        self.range_columns = columns.ranges
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.rows += table.num_rows
+        if self.preview is None:
+            self.preview = table.slice(0, PREVIEW_ROWS).to_pandas()
+        for column in self.sums:
+            total = pc.sum(table[column]).as_py()
+            self.sums[column] += float(total) if total is not None else 0.0
+        for column in self.range_columns:
+            extremes = pc.min_max(table[column])
+            low, high = extremes["min"].as_py(), extremes["max"].as_py()
+            if low is None:
+                continue
+            seen = self.ranges.get(column)
+            self.ranges[column] = (low, high) if seen is None else (min(seen[0], low), max(seen[1], high))
+
+    def result(self, path: Path) -> WrittenPartition:
+        preview = self.preview if self.preview is not None else self.schema.empty_table().to_pandas()
+        return WrittenPartition(path, self.rows, self.schema, preview, self.sums, self.ranges)
+
+
+def write_tables_atomic(
+    tables: Iterable[pa.Table], schema: pa.Schema, path: Path, summary: SummaryColumns = SummaryColumns()
+) -> WrittenPartition:
+    """Stream `tables` into one parquet file (a row group or more per table), atomically."""
+    totals = _WriteSummary(schema, summary)
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for table in tables:
+                writer.write_table(table)
+                totals.add(table)
+
+    atomic_write_bytes(path, write)
+    return totals.result(path)
+
+
+def iter_parquet_frames(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The file's rows as DataFrames of at most `batch_rows` rows, with their stored dtypes."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        yield batch.to_pandas()
+
+
+def empty_frame_of(path: Path) -> pd.DataFrame:
+    """A zero-row frame with the file's columns and dtypes."""
+    return pq.read_schema(path).empty_table().to_pandas()
+
+
+def head_frame_of(path: Path, rows: int) -> pd.DataFrame:
+    """The file's first `rows` rows (reads one batch, not the file)."""
+    first = next(iter_parquet_frames(path, rows), None)
+    return first if first is not None else empty_frame_of(path)
+
+
+def schema_of_frame(frame: pd.DataFrame) -> pa.Schema:
+    """The arrow schema a transform's output is stored with (pandas dtypes kept as metadata).
+
+    Columns arrow cannot type from an empty object column become strings, so an empty
+    partition's file has the same column types as a full one.
+    """
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def frame_to_table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
+    """Convert one transformed batch, naming the partition and columns when it does not fit."""
+    missing = [name for name in schema.names if name not in frame.columns]
+    if missing:
+        raise TransformOutputError(
+            f"{what}: batch is missing columns {missing}; expected {schema.names}, "
+            f"found {list(frame.columns)}"
+        )
+    try:
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise TransformOutputError(
+            f"{what}: batch does not fit the partition's schema {dict(zip(schema.names, map(str, schema.types), strict=True))}: {exc}"
+        ) from None
+    return table.replace_schema_metadata(schema.metadata)
+
+
+def stream_transform_parquet(
+    source: Path,
+    target: Path,
+    transform: BatchTransform,
+    shared: Mapping[str, Any] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    summary: SummaryColumns = SummaryColumns(),
+) -> WrittenPartition:
+    """Apply `transform(batch, **shared)` to `source` batch by batch and write `target` atomically.
+
+    Memory stays bounded by one batch (plus one parquet row group of `source`), whatever the
+    partition's size. The output schema is the first batch's; later batches must fit it.
+    """
+    shared = dict(shared or {})
+    what = f"{target} (from {source})"
+    frames = iter_parquet_frames(source, batch_rows)
+    first_input = next(frames, None)
+    if first_input is None:
+        return write_tables_atomic([], schema_of_frame(transform(empty_frame_of(source), **shared)), target)
+    first = transform(first_input, **shared)
+    schema = schema_of_frame(first)
+
+    def tables() -> Iterator[pa.Table]:
+        yield frame_to_table(first, schema, what)
+        for frame in frames:
+            yield frame_to_table(transform(frame, **shared), schema, what)
+
+    return write_tables_atomic(tables(), schema, target, summary)
+
+
+def compact_parquet_parts(
+    parts_dir: Path,
+    target: Path,
+    schema: pa.Schema,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    summary: SummaryColumns = SummaryColumns(),
+) -> WrittenPartition:
+    """Stream a Spark output folder's part files, in task order, into one file atomically."""
+    if not (parts_dir / "_SUCCESS").exists():
+        raise FileNotFoundError(
+            f"{parts_dir}: expected a committed Spark output (a _SUCCESS marker), found "
+            f"{sorted(p.name for p in parts_dir.iterdir()) if parts_dir.is_dir() else 'no folder'}"
+        )
+    # part-00000-..., part-00001-...: task order, which for a file scan is the input's row order.
+    parts = sorted(parts_dir.glob("part-*.parquet"))
+
+    def tables() -> Iterator[pa.Table]:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows):
+                table = pa.Table.from_batches([batch]).select(schema.names)
+                yield table.cast(schema)
+
+    return write_tables_atomic(tables(), schema, target, summary)
+
+
+def spark_transform_parquet(
+    session: SparkSession,
+    source: Path,
+    target: Path,
+    transform: BatchTransform,
+    shared: Mapping[str, Any] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    summary: SummaryColumns = SummaryColumns(),
+) -> WrittenPartition:
+    """As `stream_transform_parquet`, but the batches run on Spark executors via mapInPandas.
+
+    The output schema comes from the transform of the file's first rows on the driver; Spark
+    writes part files into a hidden folder beside `target`, which are then streamed into the
+    one-file-per-partition layout and removed.
+    """
+    from tabml_assets.ml.spark_jobs import map_parquet_with_spark
+
+    shared = dict(shared or {})
+    sample = head_frame_of(source, 1_000)
+    if len(sample) == 0:
+        # Nothing to distribute: the pandas path writes the empty file with the same schema.
+        return stream_transform_parquet(source, target, transform, shared, batch_rows, summary)
+    schema = schema_of_frame(transform(sample, **shared))
+    parts_dir = target.parent / f".{target.name}.spark-{uuid.uuid4().hex}.tmp"
+    try:
+        map_parquet_with_spark(session, str(source), str(parts_dir), transform, shared, schema)
+        return compact_parquet_parts(parts_dir, target, schema, batch_rows, summary)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def written_metadata(
+    written: Mapping[str, WrittenPartition], time_column: str | None = None, time_label: str = "time"
+) -> dict[str, Any]:
+    """Row count, column schema and preview of partitions written by `transform_partition`.
+
+    With `time_column` (kept as a range in the summary), also the earliest and latest value
+    as `earliest_<time_label>` / `latest_<time_label>` (naive timestamps read as UTC).
+    """
+    non_empty = [w for w in written.values() if w.rows]
+    first = non_empty[0] if non_empty else next(iter(written.values()))
+    metadata: dict[str, Any] = {
+        "dagster/row_count": MetadataValue.int(sum(w.rows for w in written.values())),
+        "dagster/column_schema": MetadataValue.table_schema(
+            TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in first.preview.dtypes.items()])
+        ),
+        "preview": MetadataValue.md(first.preview.to_markdown(index=False)),
+    }
+    if len(written) == 1:
+        metadata["path"] = MetadataValue.path(str(first.path))
+    else:
+        metadata["rows_per_partition"] = MetadataValue.json({k: w.rows for k, w in written.items()})
+    ranges = [w.column_ranges[time_column] for w in non_empty if time_column in w.column_ranges]
+    if ranges:
+        metadata[f"earliest_{time_label}"] = MetadataValue.timestamp(_as_utc(min(r[0] for r in ranges)))
+        metadata[f"latest_{time_label}"] = MetadataValue.timestamp(_as_utc(max(r[1] for r in ranges)))
+    return metadata
+
+
+def _as_utc(moment: Any) -> dt.datetime:
+    stamp = pd.Timestamp(moment)
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+
+
 class PartitionedParquetIOManager(ConfigurableIOManager):
     """Stores DataFrames as <root>/<asset>/<partition>.parquet and dicts as .json."""
 
     root: str
+    # Rows per batch when a partition is streamed through `transform_partition`.
+    stream_batch_rows: int = DEFAULT_BATCH_ROWS
 
     def _path(self, asset_key_path: list[str], partition: str | None, suffix: str) -> Path:
         folder = Path(self.root).joinpath(*(safe_segment(p, "asset key") for p in asset_key_path))
@@ -71,6 +343,39 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
 
     def partition_path(self, asset_name: str, partition: str | None, suffix: str = ".parquet") -> Path:
         return self._path([asset_name], partition, suffix)
+
+    def existing_partition_path(self, asset_name: str, partition: str) -> Path:
+        """The parquet file of a materialized partition; names what to materialize if absent."""
+        path = self.partition_path(asset_name, partition)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{asset_name}: partition {partition} is not materialized (expected {path}); "
+                f"materialize {asset_name} for {partition} first"
+            )
+        return path
+
+    def transform_partition(
+        self,
+        source_asset: str,
+        target_asset: str,
+        partition: str,
+        transform: BatchTransform,
+        shared: Mapping[str, Any] | None = None,
+        spark: SparkSession | None = None,
+        summary: SummaryColumns = SummaryColumns(),
+    ) -> WrittenPartition:
+        """Write `target_asset`'s partition as `transform` of `source_asset`'s, batch by batch.
+
+        With a Spark session the batches run distributed (mapInPandas, `shared` broadcast);
+        without one they stream through this process. Both write the same file.
+        """
+        source = self.existing_partition_path(source_asset, partition)
+        target = self.partition_path(target_asset, partition)
+        if spark is not None:
+            return spark_transform_parquet(
+                spark, source, target, transform, shared, self.stream_batch_rows, summary
+            )
+        return stream_transform_parquet(source, target, transform, shared, self.stream_batch_rows, summary)
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if obj is None:

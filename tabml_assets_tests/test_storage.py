@@ -1,0 +1,207 @@
+"""Partition storage: atomic writes, safe paths, streaming a partition through a pandas
+function batch by batch, compacting Spark part files, and the IO manager reading the result."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import build_input_context, build_output_context
+
+from tabml_assets.ml.demo_data import generate_demo_trips
+from tabml_assets.ml.features import build_features
+from tabml_assets.ml.schema import PICKUP
+from tabml_assets.resources.storage import (
+    PartitionedParquetIOManager,
+    SummaryColumns,
+    TransformOutputError,
+    UnsafePathError,
+    atomic_write_bytes,
+    compact_parquet_parts,
+    stream_transform_parquet,
+    write_parquet_atomic,
+    written_metadata,
+)
+
+DAY = dt.date(2026, 3, 2)
+
+
+def with_label(frame: pd.DataFrame, label: str = "scored") -> pd.DataFrame:
+    """A transform shaped like scoring: a derived number and a constant string column."""
+    out = frame.copy()
+    out["double_distance"] = out["trip_distance"] * 2
+    out["label"] = label
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PartitionedParquetIOManager:
+    return PartitionedParquetIOManager(root=str(tmp_path / "data"), stream_batch_rows=7)
+
+
+@pytest.fixture
+def raw_partition(store: PartitionedParquetIOManager) -> Path:
+    path = store.partition_path("raw_data", DAY.isoformat())
+    write_parquet_atomic(generate_demo_trips(DAY, 50), path)
+    return path
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_failed_write_keeps_the_previous_file_and_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "part" / "2026-03-02.parquet"
+    write_parquet_atomic(pd.DataFrame({"a": [1, 2]}), path)
+
+    def crash(tmp: Path) -> None:
+        tmp.write_bytes(b"half a parquet file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, crash)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), pd.DataFrame({"a": [1, 2]}))
+    assert leftovers(path.parent) == []
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/b", "", ".hidden", "2026-03-02/.."])
+def test_partition_keys_cannot_leave_the_root(store: PartitionedParquetIOManager, key: str) -> None:
+    with pytest.raises(UnsafePathError, match="partition key"):
+        store.partition_path("features", key)
+
+
+def test_streamed_transform_runs_batch_by_batch_and_matches_the_whole_frame(
+    store: PartitionedParquetIOManager, raw_partition: Path
+) -> None:
+    seen: list[int] = []
+
+    def engineer(frame: pd.DataFrame) -> pd.DataFrame:
+        seen.append(len(frame))
+        return build_features(frame, "fare_amount")
+
+    written = store.transform_partition(
+        "raw_data", "features", DAY.isoformat(), engineer,
+        summary=SummaryColumns(sums=("trip_distance",), ranges=(PICKUP,)),
+    )
+
+    # 50 rows in batches of at most 7: the partition never sits in memory whole.
+    assert seen == [7, 7, 7, 7, 7, 7, 7, 1]
+    assert pq.ParquetFile(written.path).metadata.num_row_groups == 8
+    expected = build_features(pd.read_parquet(raw_partition), "fare_amount")
+    pd.testing.assert_frame_equal(pd.read_parquet(written.path), expected)
+    assert written.path == store.partition_path("features", DAY.isoformat())
+    assert written.rows == 50
+    assert written.column_sums["trip_distance"] == pytest.approx(expected["trip_distance"].sum())
+    assert written.column_ranges[PICKUP] == (expected[PICKUP].min(), expected[PICKUP].max())
+    pd.testing.assert_frame_equal(written.preview, expected.head(5))
+    assert leftovers(written.path.parent) == []
+
+
+def test_shared_objects_reach_the_transform_as_keyword_arguments(
+    store: PartitionedParquetIOManager, raw_partition: Path
+) -> None:
+    written = store.transform_partition(
+        "raw_data", "labelled", DAY.isoformat(), with_label, shared={"label": "from shared"}
+    )
+    assert set(pd.read_parquet(written.path)["label"]) == {"from shared"}
+
+
+def test_empty_partition_keeps_the_full_schema(tmp_path: Path) -> None:
+    source = tmp_path / "empty.parquet"
+    write_parquet_atomic(generate_demo_trips(DAY, 10).iloc[:0], source)
+    full_source = tmp_path / "full.parquet"
+    write_parquet_atomic(generate_demo_trips(DAY, 10), full_source)
+
+    empty = stream_transform_parquet(source, tmp_path / "out_empty.parquet", with_label)
+    full = stream_transform_parquet(full_source, tmp_path / "out_full.parquet", with_label)
+
+    assert empty.rows == 0 and pq.read_metadata(empty.path).num_rows == 0
+    # The constant string column is a string column even with no row to infer it from.
+    assert pq.read_schema(empty.path).field("label").type == pa.string()
+    assert pq.read_schema(empty.path).names == pq.read_schema(full.path).names
+    assert pd.read_parquet(empty.path).dtypes.to_dict() == pd.read_parquet(full.path).dtypes.to_dict()
+
+
+def test_a_batch_that_does_not_fit_names_the_partition_and_column_and_keeps_the_old_file(
+    store: PartitionedParquetIOManager, raw_partition: Path
+) -> None:
+    target = store.partition_path("features", DAY.isoformat())
+    write_parquet_atomic(pd.DataFrame({"previous": [1]}), target)
+    calls = {"n": 0}
+
+    def drops_a_column_later(frame: pd.DataFrame) -> pd.DataFrame:
+        calls["n"] += 1
+        out = build_features(frame, "fare_amount")
+        return out.drop(columns=["pickup_hour"]) if calls["n"] == 3 else out
+
+    with pytest.raises(TransformOutputError) as raised:
+        store.transform_partition("raw_data", "features", DAY.isoformat(), drops_a_column_later)
+    message = str(raised.value)
+    assert str(target) in message and "['pickup_hour']" in message
+    pd.testing.assert_frame_equal(pd.read_parquet(target), pd.DataFrame({"previous": [1]}))
+    assert leftovers(target.parent) == []
+
+
+def test_missing_upstream_partition_says_what_to_materialize(store: PartitionedParquetIOManager) -> None:
+    with pytest.raises(FileNotFoundError) as raised:
+        store.transform_partition("raw_data", "features", "2026-03-05", with_label)
+    message = str(raised.value)
+    assert "raw_data: partition 2026-03-05 is not materialized" in message
+    assert str(store.partition_path("raw_data", "2026-03-05")) in message
+
+
+def test_compaction_keeps_part_order_and_casts_to_the_partition_schema(tmp_path: Path) -> None:
+    parts = tmp_path / "spark_out"
+    parts.mkdir()
+    frame = pd.DataFrame({"n": range(10), "x": [float(i) / 3 for i in range(10)]})
+    # As Spark writes them: one file per task, names in task order, plus a commit marker.
+    for task, start in enumerate((0, 4, 8)):
+        chunk = frame.iloc[start : start + 4]
+        pq.write_table(pa.Table.from_pandas(chunk[["x", "n"]], preserve_index=False), parts / f"part-{task:05d}-abc.snappy.parquet")
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    target = tmp_path / "out" / "2026-03-02.parquet"
+
+    with pytest.raises(FileNotFoundError, match="_SUCCESS"):
+        compact_parquet_parts(parts, target, schema)
+    (parts / "_SUCCESS").touch()
+    written = compact_parquet_parts(parts, target, schema, batch_rows=3, summary=SummaryColumns(sums=("n",)))
+
+    pd.testing.assert_frame_equal(pd.read_parquet(target), frame)
+    assert written.rows == 10 and written.column_sums["n"] == 45
+
+
+def test_io_manager_reads_streamed_partitions_and_rejects_wrong_partition_sets(
+    store: PartitionedParquetIOManager, raw_partition: Path
+) -> None:
+    engineer = partial(build_features, target_column="fare_amount")
+    written = store.transform_partition("raw_data", "features", DAY.isoformat(), engineer)
+    loaded = store.load_input(build_input_context(asset_key="features", partition_key=DAY.isoformat()))
+    pd.testing.assert_frame_equal(loaded, pd.read_parquet(written.path))
+
+    frames = {"2026-03-01": loaded}
+    with pytest.raises(ValueError, match=r"expected frames for partitions \['2026-03-02'\], found \['2026-03-01'\]"):
+        store.handle_output(build_output_context(asset_key="features", partition_key=DAY.isoformat()), frames)
+
+
+def test_written_metadata_totals_a_range_run(store: PartitionedParquetIOManager, tmp_path: Path) -> None:
+    days = ["2026-03-02", "2026-03-03"]
+    for key, rows in zip(days, (30, 0), strict=True):
+        trips = generate_demo_trips(dt.date.fromisoformat(key), 30).iloc[:rows]
+        write_parquet_atomic(trips, store.partition_path("raw_data", key))
+    engineer = partial(build_features, target_column="fare_amount")
+    written = {
+        key: store.transform_partition("raw_data", "features", key, engineer, summary=SummaryColumns(ranges=(PICKUP,)))
+        for key in days
+    }
+    metadata = written_metadata(written, time_column=PICKUP, time_label="pickup")
+    assert metadata["dagster/row_count"].value == 30
+    assert metadata["rows_per_partition"].value == {"2026-03-02": 30, "2026-03-03": 0}
+    columns = {c.name: c.type for c in metadata["dagster/column_schema"].value.columns}
+    assert columns[PICKUP] == "datetime64[us]" and columns["pickup_zip"] == "int64"
+    earliest = dt.datetime.fromtimestamp(metadata["earliest_pickup"].value, dt.UTC)
+    assert earliest.date() == dt.date(2026, 3, 2)
