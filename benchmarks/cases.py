@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -230,6 +229,21 @@ def tabml_backfill(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "runs": len(chunks), "partitions": len(keys), "rows": rows}
 
 
+def own_peak_rss_mib() -> float | None:
+    """This process's peak RSS since exec (VmHWM); the harness samples the whole tree too.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the forking parent across exec,
+    so a child of a large parent would report the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def main() -> None:
     name, args_json, result_file = sys.argv[1:4]
     profile_file = os.environ.get("TABML_BENCH_PROFILE")
@@ -242,8 +256,7 @@ def main() -> None:
         Path(profile_file).write_text(profiler.output_text(unicode=True, color=False, show_all=False))
     else:
         result = CASES[name](json.loads(args_json))
-    # The process's own peak; the harness also samples the whole process tree (Spark's JVM).
-    result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = own_peak_rss_mib()
     Path(result_file).write_text(json.dumps(result, default=str))
 
 

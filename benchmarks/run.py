@@ -130,7 +130,7 @@ def run_case(
         return measurement
     measurement.result = json.loads(result_file.read_text())
     # A spike shorter than the sampling interval still shows in the process's own ru_maxrss.
-    measurement.peak_rss_mib = max(measurement.peak_rss_mib, measurement.result.get("ru_maxrss_mib", 0.0))
+    measurement.peak_rss_mib = max(measurement.peak_rss_mib, measurement.result.get("peak_rss_mib") or 0.0)
     log.info("%s: %.1fs wall, peak RSS %.0f MiB", name, wall, measurement.peak_rss_mib)
     return measurement
 
