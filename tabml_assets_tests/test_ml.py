@@ -44,7 +44,8 @@ def test_demo_trips_are_deterministic_and_typed() -> None:
     assert np.corrcoef(first["trip_distance"], first["fare_amount"])[0, 1] > 0.7
 
 
-def test_demo_trips_reject_negative_rows() -> None:
+def test_demo_trips_for_zero_rows_and_negative_rows() -> None:
+    assert len(generate_demo_trips(DAY, 0)) == 0
     with pytest.raises(ValueError, match="rows: expected a non-negative count, found -1"):
         generate_demo_trips(DAY, -1)
 

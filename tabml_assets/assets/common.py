@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 from dagster import (
@@ -41,14 +42,14 @@ def split_by_day(frame: pd.DataFrame, keys: list[str], column: str = PICKUP) -> 
     return {key: frame[days == key].reset_index(drop=True) for key in keys}
 
 
-def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[str, object]:
+def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[str, Any]:
     """Row count, column schema and a preview of the first rows."""
     if isinstance(frames, pd.DataFrame):
         frames = {"": frames}
     non_empty = [f for f in frames.values() if len(f)]
     first = non_empty[0] if non_empty else next(iter(frames.values()))
     total = int(sum(len(f) for f in frames.values()))
-    metadata: dict[str, object] = {
+    metadata: dict[str, Any] = {
         "dagster/row_count": MetadataValue.int(total),
         "dagster/column_schema": MetadataValue.table_schema(
             TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in first.dtypes.items()])
@@ -57,4 +58,22 @@ def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[st
     }
     if len(frames) > 1:
         metadata["rows_per_partition"] = MetadataValue.json({k: len(v) for k, v in frames.items()})
+    metadata.update(data_time_window(non_empty))
     return metadata
+
+
+def data_time_window(frames: list[pd.DataFrame], column: str = PICKUP) -> dict[str, Any]:
+    """Earliest and latest pickup in the data (UTC): what time the rows really cover."""
+    times = [pd.to_datetime(f[column]) for f in frames if column in f.columns and f[column].notna().any()]
+    if not times:
+        return {}
+    earliest, latest = min(t.min() for t in times), max(t.max() for t in times)
+    return {
+        "earliest_pickup": MetadataValue.timestamp(as_utc(earliest)),
+        "latest_pickup": MetadataValue.timestamp(as_utc(latest)),
+    }
+
+
+def as_utc(moment: pd.Timestamp) -> dt.datetime:
+    """Trip timestamps are timezone-naive UTC (as in samples.nyctaxi.trips); make that explicit."""
+    return (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")).to_pydatetime()

@@ -32,6 +32,10 @@ _HOUR_WEIGHTS = np.array([3, 2, 1.5, 1, 1, 1.5, 3, 5, 6, 6, 5, 5,
 _HOUR_WEIGHTS /= _HOUR_WEIGHTS.sum()
 
 
+def _zip_offsets(zips: np.ndarray) -> np.ndarray:
+    return pd.Series(zips, dtype="int64").map(_ZIP_OFFSET).to_numpy(dtype="float64")
+
+
 def _speed_mph(hours: np.ndarray) -> np.ndarray:
     """Average speed by hour: slow in the rush hours, fast at night."""
     rush = ((hours >= 7) & (hours < 10)) | ((hours >= 16) & (hours < 19))
@@ -56,7 +60,7 @@ def generate_demo_trips(day: dt.date, rows: int) -> pd.DataFrame:
     surcharge = np.where((hours >= 16) & (hours < 20), 1.0, 0.0) + np.where(
         (hours >= 20) | (hours < 6), 0.5, 0.0
     )
-    zip_effect = np.vectorize(_ZIP_OFFSET.get)(pickup_zip) + 0.5 * np.vectorize(_ZIP_OFFSET.get)(dropoff_zip)
+    zip_effect = _zip_offsets(pickup_zip) + 0.5 * _zip_offsets(dropoff_zip)
     fare = 2.5 + 1.6 * distance + 0.3 * duration_min + surcharge + zip_effect + rng.normal(0, 1.0, rows)
     frame = pd.DataFrame(
         {
