@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dagster import BetaWarning, Definitions, in_process_executor, multiprocess_executor
 
-from tabml_assets.assets import build_assets
+from tabml_assets.assets import build_asset_checks, build_assets
 from tabml_assets.automation import build_automation
 from tabml_assets.resources import build_resources
 from tabml_assets.spec import LoadedSpec, load_spec
@@ -25,7 +25,7 @@ def build_definitions(spec: LoadedSpec) -> Definitions:
     automation = build_automation(spec, build_assets(spec))
     return Definitions(
         assets=automation.assets,
-        asset_checks=automation.asset_checks,
+        asset_checks=[*automation.asset_checks, *build_asset_checks(spec)],
         jobs=automation.jobs,
         schedules=automation.schedules,
         sensors=automation.sensors,

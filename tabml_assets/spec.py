@@ -123,6 +123,19 @@ class AutomationSpec(_Strict):
 
 class DataQualitySpec(_Strict):
     psi_warn_threshold: float = Field(default=0.2, gt=0)
+    psi_bins: int = Field(default=10, ge=2, le=100)
+    drift_columns: list[str] = Field(
+        default_factory=lambda: ["trip_distance", "trip_duration_minutes", "pickup_hour"]
+    )
+    drift_reference_max_rows: int = Field(default=20_000, ge=100)
+    max_quarantine_fraction: float = Field(default=0.5, ge=0, le=1)
+    plausible_prediction_min: float = 0.0
+    plausible_prediction_max: float = 1000.0
+
+
+class RetrySpec(_Strict):
+    max_retries: int = Field(default=3, ge=0, le=20)
+    delay_seconds: float = Field(default=2.0, ge=0)
 
 
 class PipelineSpec(_Strict):
@@ -137,6 +150,7 @@ class PipelineSpec(_Strict):
     validation: ValidationSpec = ValidationSpec()
     automation: AutomationSpec = AutomationSpec()
     data_quality: DataQualitySpec = DataQualitySpec()
+    retries: RetrySpec = RetrySpec()
 
     @model_validator(mode="after")
     def _categoricals_are_features(self) -> PipelineSpec:
@@ -144,6 +158,15 @@ class PipelineSpec(_Strict):
         if unknown:
             raise ValueError(
                 f"categorical_columns must be listed in feature_columns, found {unknown}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _drift_columns_are_features(self) -> PipelineSpec:
+        unknown = [c for c in self.data_quality.drift_columns if c not in self.feature_columns]
+        if unknown:
+            raise ValueError(
+                f"data_quality.drift_columns must be listed in feature_columns, found {unknown}"
             )
         return self
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dagster import AssetsDefinition
 
+from tabml_assets.assets.checks import build_asset_checks
 from tabml_assets.assets.evaluation import build_evaluation_assets
 from tabml_assets.assets.features import build_features_asset
 from tabml_assets.assets.predictions import build_batch_predictions_asset
 from tabml_assets.assets.raw import build_raw_data_asset
 from tabml_assets.assets.training import build_trained_model_asset
 from tabml_assets.spec import LoadedSpec
+
+__all__ = ["build_asset_checks", "build_assets"]
 
 
 def build_assets(spec: LoadedSpec) -> list[AssetsDefinition]:

@@ -33,6 +33,7 @@ from tabml_assets.ml.evaluation import (
 from tabml_assets.ml.schema import PICKUP
 from tabml_assets.ml.training import model_inputs, naive_predictions, split_chronologically
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
+from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.storage import atomic_write_bytes, safe_segment
 from tabml_assets.spec import LoadedSpec, PipelineSpec
 
@@ -95,10 +96,12 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         kinds={"scikitlearn", "mlflow"},
         owners=OWNERS,
         code_version=EVALUATION_CODE_VERSION,
+        retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         ins={"trained_model": AssetIn(), "features": training_window_input(pipeline)},
         check_specs=check_specs,
     )
+    @transient_errors_only
     def evaluation_report(
         context: AssetExecutionContext,
         trained_model: dict[str, Any],
@@ -197,8 +200,10 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         kinds={"mlflow"},
         owners=OWNERS,
         code_version="1",
+        retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
     )
+    @transient_errors_only
     def champion_model(
         context: AssetExecutionContext, evaluation_report: dict[str, Any], model_registry: ModelRegistry
     ) -> Output[dict[str, Any]]:
@@ -212,6 +217,7 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
                     f"was not promoted; the gate failed: " + "; ".join(failed)
                 ),
                 metadata={"model_version": challenger["version"]},
+                allow_retries=False,
             )
         previous = model_registry.version_for_alias(CHAMPION)
         model_registry.set_alias(CHAMPION, challenger["version"])

@@ -19,6 +19,7 @@ from tabml_assets.assets.raw import BACKFILL_POLICY
 from tabml_assets.ml.schema import PICKUP
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, score_frame
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
+from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import SummaryColumns, written_metadata
 from tabml_assets.spec import LoadedSpec
@@ -33,11 +34,13 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         kinds={"pandas", "mlflow", "parquet"},
         owners=OWNERS,
         code_version="1",
+        retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         backfill_policy=BACKFILL_POLICY,
         deps=["features"],
         required_resource_keys={"step_launcher", "model_registry", "io_manager", "spark"},
     )
+    @transient_errors_only
     def batch_predictions(context: AssetExecutionContext) -> MaterializeResult:
         """Each feature row scored by `models:/<name>@champion`, with the model version that scored it."""
         model_registry: ModelRegistry = context.resources.model_registry

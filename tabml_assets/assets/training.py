@@ -24,6 +24,7 @@ from tabml_assets.ml.training import (
     split_chronologically,
 )
 from tabml_assets.resources.model_registry import CHALLENGER, ModelRegistry
+from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.spec import LoadedSpec, PipelineSpec
 
 CODE_VERSION = "1"
@@ -77,10 +78,12 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
         kinds={"scikitlearn", "mlflow"},
         owners=OWNERS,
         code_version=CODE_VERSION,
+        retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         ins={"features": training_window_input(pipeline)},
         required_resource_keys={"step_launcher", "model_registry"},
     )
+    @transient_errors_only
     def trained_model(
         context: AssetExecutionContext, features: pd.DataFrame
     ) -> Output[dict[str, Any]]:

@@ -25,6 +25,8 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
+from tabml_assets.resources.retries import fail_fast_unless_transient
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -107,8 +109,9 @@ class ModelRegistry(ConfigurableResource):
         with _FLUENT_LOCK:
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.registry_uri)
-            experiment_id = self.experiment_id()
-            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+            with fail_fast_unless_transient(f"MLflow at {self.tracking_uri}: start run {run_name!r}"):
+                experiment_id = self.experiment_id()
+                active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
             try:
                 yield active
             except BaseException:
@@ -121,7 +124,8 @@ class ModelRegistry(ConfigurableResource):
         self, model: Pipeline, input_example: pd.DataFrame, predictions: Any
     ) -> ModelVersionRef:
         """Log the model with signature and input example into the active run and register it."""
-        info = self._log_model(model, input_example, predictions)
+        with fail_fast_unless_transient(f"MLflow: log and register a version of {self.model_name!r}"):
+            info = self._log_model(model, input_example, predictions)
         run_id = mlflow.active_run().info.run_id
         return ModelVersionRef(self.model_name, str(info.registered_model_version), run_id)
 
@@ -138,23 +142,30 @@ class ModelRegistry(ConfigurableResource):
         )
 
     def set_alias(self, alias: str, version: str) -> None:
-        self.client().set_registered_model_alias(self.model_name, alias, version)
+        with fail_fast_unless_transient(f"MLflow: set alias {alias!r} of {self.model_name!r} to version {version}"):
+            self.client().set_registered_model_alias(self.model_name, alias, version)
 
     def version_for_alias(self, alias: str) -> ModelVersionRef | None:
         """The version an alias points at, or None when the alias (or the model) is unset."""
-        try:
-            found = self.client().get_model_version_by_alias(self.model_name, alias)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                return None
-            raise
+        with fail_fast_unless_transient(f"MLflow: look up alias {alias!r} of {self.model_name!r}"):
+            try:
+                found = self.client().get_model_version_by_alias(self.model_name, alias)
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                    return None
+                raise
         return ModelVersionRef(self.model_name, str(found.version), found.run_id)
 
     def load_model(self, ref: ModelVersionRef) -> Pipeline:
         """Load a registered version (by name and version, never a file path), cached per process."""
+        if not isinstance(ref, ModelVersionRef) or ref.name != self.model_name or not str(ref.version).isdigit():
+            raise TypeError(
+                f"load_model: expected a registered version of {self.model_name!r} "
+                f"(ModelVersionRef with a numeric version), found {ref!r}"
+            )
         key = (self.registry_uri, ref.name, ref.version)
         if key not in _MODEL_CACHE:
-            with _FLUENT_LOCK:
+            with _FLUENT_LOCK, fail_fast_unless_transient(f"MLflow: load model {ref.uri}"):
                 mlflow.set_tracking_uri(self.tracking_uri)
                 mlflow.set_registry_uri(self.registry_uri)
                 _MODEL_CACHE[key] = mlflow.sklearn.load_model(ref.uri)
@@ -162,5 +173,6 @@ class ModelRegistry(ConfigurableResource):
 
     def log_metrics_to_run(self, run_id: str, metrics: dict[str, float]) -> None:
         client = self.client()
-        for name, value in metrics.items():
-            client.log_metric(run_id, name, value)
+        with fail_fast_unless_transient(f"MLflow: log metrics to run {run_id}"):
+            for name, value in metrics.items():
+                client.log_metric(run_id, name, value)

@@ -1,0 +1,469 @@
+"""Asset checks on the stored partitions: raw_data, features and batch_predictions, and drift.
+
+Checks read the partition files the assets wrote (through the IO manager's path helpers), so
+they verify what downstream steps will really read. Blocking checks stop downstream assets in
+the same run; drift WARNs. In a run over a range of days each check reports once, with the
+figures of every day in its metadata.
+"""
+
+
+import datetime as dt
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MetadataValue,
+    PreviewWarning,
+    asset_check,
+    multi_asset_check,
+)
+
+from tabml_assets.assets.common import daily_partitions
+from tabml_assets.assets.raw import QUARANTINE_ASSET
+from tabml_assets.ml.quality import (
+    DROPOFF_BEFORE_PICKUP,
+    PICKUP_OUTSIDE_DAY,
+    VALUE_RANGES,
+    count_reasons,
+    future_reason,
+    non_finite_counts,
+    null_counts,
+    population_stability_index,
+    range_reason,
+    rule_violations,
+    schema_problems,
+)
+from tabml_assets.ml.schema import DROPOFF, PICKUP, RAW_SCHEMA
+from tabml_assets.ml.scoring import PREDICTION_COLUMN
+from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
+from tabml_assets.resources.retries import (
+    build_retry_policy,
+    fail_fast_unless_transient,
+    transient_errors_only,
+)
+from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.spec import LoadedSpec
+
+# Checks read the partition files, which in staging and prod live on a volume the cluster
+# mounts: they run where the assets run (the step launcher), not on the Dagster host.
+CHECK_RESOURCES = {"step_launcher", "io_manager"}
+# Rule reasons that the raw_value_ranges check covers (nulls have their own check).
+RANGE_RULES = (
+    *(range_reason(c) for c in VALUE_RANGES),
+    PICKUP_OUTSIDE_DAY,
+    DROPOFF_BEFORE_PICKUP,
+    future_reason(PICKUP),
+    future_reason(DROPOFF),
+)
+
+
+@dataclass
+class Finding:
+    """One check's outcome on one partition."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def partition_keys_of(context: AssetCheckExecutionContext) -> list[str]:
+    return list(context.partition_keys)
+
+
+def store_of(context: AssetCheckExecutionContext) -> PartitionedParquetIOManager:
+    return context.resources.io_manager
+
+
+def read_partition(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A stored partition (only `columns` when given); names what to materialize when absent."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: partition file not found; materialize it first")
+    return pq.read_table(path, columns=columns).to_pandas()
+
+
+def row_count(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def result_from(
+    check_name: str, findings: dict[str, Finding], severity: AssetCheckSeverity
+) -> AssetCheckResult:
+    """One result per check: a single day's figures as they are, several days' per day."""
+    failed = [key for key, finding in findings.items() if not finding.passed]
+    if len(findings) == 1:
+        (key, finding), = findings.items()
+        metadata = {"partition": key, **finding.metadata}
+        description = finding.description
+    else:
+        metadata = {
+            "partitions": MetadataValue.json({k: f.description for k, f in findings.items()}),
+            "failed_partitions": MetadataValue.json(failed),
+        }
+        description = (
+            f"failed for {len(failed)} of {len(findings)} partitions: "
+            + "; ".join(findings[k].description for k in failed[:5])
+            if failed
+            else f"passed for all {len(findings)} partitions"
+        )
+    return AssetCheckResult(
+        check_name=check_name,
+        passed=not failed,
+        severity=severity,
+        description=description,
+        metadata=metadata,
+    )
+
+
+def evaluate(
+    keys: list[str], name: str, severity: AssetCheckSeverity, rule: Callable[[str], Finding]
+) -> AssetCheckResult:
+    return result_from(name, {key: rule(key) for key in keys}, severity)
+
+
+# raw_data -----------------------------------------------------------------------------------
+
+
+def raw_schema_finding(frame: pd.DataFrame) -> Finding:
+    problems = schema_problems(frame, RAW_SCHEMA)
+    return Finding(
+        not problems,
+        "; ".join(problems) if problems else f"columns and dtypes match the raw schema ({len(RAW_SCHEMA)} columns)",
+        {"problems": MetadataValue.json(problems)},
+    )
+
+
+def raw_nulls_finding(frame: pd.DataFrame) -> Finding:
+    counts = null_counts(frame)
+    with_nulls = {c: n for c, n in counts.items() if n}
+    return Finding(
+        not with_nulls,
+        f"null values in {with_nulls}" if with_nulls else "no null values",
+        {"nulls_per_column": MetadataValue.json(counts)},
+    )
+
+
+def raw_ranges_finding(frame: pd.DataFrame, key: str, now: dt.datetime) -> Finding:
+    masks = rule_violations(frame, dt.date.fromisoformat(key), now)
+    counts = {rule: int(masks[rule].sum()) for rule in RANGE_RULES}
+    broken = {rule: n for rule, n in counts.items() if n}
+    return Finding(
+        not broken,
+        f"rows breaking value rules: {broken}" if broken else "every row inside the value ranges and its day",
+        {"violations_per_rule": MetadataValue.json(counts)},
+    )
+
+
+def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
+    partitions = daily_partitions(spec.pipeline)
+
+    def check_spec(name: str, description: str, blocking: bool) -> AssetCheckSpec:
+        return AssetCheckSpec(
+            name, asset="raw_data", description=description, blocking=blocking, partitions_def=partitions
+        )
+
+    @multi_asset_check(
+        name="raw_data_quality",
+        specs=[
+            check_spec("raw_schema", "Columns and dtypes are the raw trip schema.", True),
+            check_spec("raw_non_empty", "The day has at least one valid trip.", False),
+            check_spec("raw_no_nulls", "No null value in any column.", True),
+            check_spec(
+                "raw_value_ranges",
+                "0 < trip_distance < 400, 0 < fare_amount < 1000, pickup <= dropoff, pickup inside "
+                "the partition's day, nothing in the future.",
+                True,
+            ),
+            check_spec("raw_quarantine", "No row of the day was quarantined.", False),
+        ],
+        required_resource_keys=CHECK_RESOURCES,
+    )
+    def raw_data_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        store = store_of(context)
+        keys = partition_keys_of(context)
+        now = dt.datetime.now(dt.UTC)
+        frames = {key: read_partition(store.partition_path("raw_data", key)) for key in keys}
+        yield evaluate(keys, "raw_schema", AssetCheckSeverity.ERROR, lambda k: raw_schema_finding(frames[k]))
+        yield evaluate(
+            keys, "raw_non_empty", AssetCheckSeverity.WARN,
+            lambda k: Finding(bool(len(frames[k])), f"{len(frames[k])} rows", {"rows": len(frames[k])}),
+        )
+        yield evaluate(keys, "raw_no_nulls", AssetCheckSeverity.ERROR, lambda k: raw_nulls_finding(frames[k]))
+        yield evaluate(
+            keys, "raw_value_ranges", AssetCheckSeverity.ERROR, lambda k: raw_ranges_finding(frames[k], k, now)
+        )
+
+        def quarantine_finding(key: str) -> Finding:
+            path = store.partition_path(QUARANTINE_ASSET, key)
+            quarantined = read_partition(path)
+            reasons = count_reasons(quarantined)
+            return Finding(
+                quarantined.empty,
+                f"{len(quarantined)} rows quarantined: {reasons}" if len(quarantined) else "no row quarantined",
+                {
+                    "quarantined_rows": MetadataValue.int(len(quarantined)),
+                    "quarantine_reasons": MetadataValue.json(reasons),
+                    "quarantine_path": MetadataValue.path(str(path)),
+                },
+            )
+
+        yield evaluate(keys, "raw_quarantine", AssetCheckSeverity.WARN, quarantine_finding)
+
+    return raw_data_quality
+
+
+# features -----------------------------------------------------------------------------------
+
+
+def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
+    pipeline = spec.pipeline
+    partitions = daily_partitions(pipeline)
+    expected = [PICKUP, *pipeline.feature_columns, pipeline.target_column]
+    numeric = [c for c in [*pipeline.feature_columns, pipeline.target_column] if c not in pipeline.categorical_columns]
+
+    @multi_asset_check(
+        name="features_quality",
+        specs=[
+            AssetCheckSpec(
+                "features_columns", asset="features", blocking=True, partitions_def=partitions,
+                description="Every feature column of the spec, the target and the pickup time are present.",
+            ),
+            AssetCheckSpec(
+                "features_finite", asset="features", blocking=True, partitions_def=partitions,
+                description="No NaN or infinite value in the numeric features or the target.",
+            ),
+        ],
+        required_resource_keys=CHECK_RESOURCES,
+    )
+    def features_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        store = store_of(context)
+        keys = partition_keys_of(context)
+        frames = {key: read_partition(store.partition_path("features", key)) for key in keys}
+
+        def columns_finding(key: str) -> Finding:
+            missing = [c for c in expected if c not in frames[key].columns]
+            return Finding(
+                not missing,
+                f"missing columns {missing}; expected {expected}, found {list(frames[key].columns)}"
+                if missing else f"all {len(expected)} expected columns present",
+                {"missing_columns": MetadataValue.json(missing)},
+            )
+
+        def finite_finding(key: str) -> Finding:
+            counts = non_finite_counts(frames[key], numeric)
+            bad = {c: n for c, n in counts.items() if n}
+            return Finding(
+                not bad,
+                f"NaN or infinite values in {bad}" if bad else f"all values finite in {len(counts)} columns",
+                {"non_finite_per_column": MetadataValue.json(counts)},
+            )
+
+        yield evaluate(keys, "features_columns", AssetCheckSeverity.ERROR, columns_finding)
+        yield evaluate(keys, "features_finite", AssetCheckSeverity.ERROR, finite_finding)
+
+    return features_quality
+
+
+# batch_predictions --------------------------------------------------------------------------
+
+
+def build_batch_predictions_checks(spec: LoadedSpec) -> AssetChecksDefinition:
+    quality = spec.pipeline.data_quality
+    partitions = daily_partitions(spec.pipeline)
+    low, high = quality.plausible_prediction_min, quality.plausible_prediction_max
+
+    @multi_asset_check(
+        name="batch_predictions_quality",
+        specs=[
+            AssetCheckSpec(
+                "predictions_one_per_row", asset="batch_predictions", partitions_def=partitions,
+                description="Exactly one finite prediction for every feature row of the day.",
+            ),
+            AssetCheckSpec(
+                "predictions_plausible_range", asset="batch_predictions", partitions_def=partitions,
+                description=f"Every prediction between {low:g} and {high:g} (data_quality.plausible_prediction_*).",
+            ),
+        ],
+        required_resource_keys=CHECK_RESOURCES,
+    )
+    def batch_predictions_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        store = store_of(context)
+        keys = partition_keys_of(context)
+        predictions = {
+            key: read_partition(store.partition_path("batch_predictions", key), [PREDICTION_COLUMN])[PREDICTION_COLUMN]
+            .to_numpy(dtype="float64")
+            for key in keys
+        }
+
+        def one_per_row(key: str) -> Finding:
+            inputs = row_count(store.partition_path("features", key))
+            values = predictions[key]
+            non_finite = int((~np.isfinite(values)).sum())
+            passed = len(values) == inputs and non_finite == 0
+            return Finding(
+                passed,
+                f"{len(values)} predictions for {inputs} feature rows, {non_finite} not finite",
+                {"predictions": len(values), "feature_rows": inputs, "non_finite": non_finite},
+            )
+
+        def plausible(key: str) -> Finding:
+            values = predictions[key]
+            outside = int(((values < low) | (values > high)).sum())
+            metadata: dict[str, Any] = {"outside_range": outside, "range": f"[{low:g}, {high:g}]"}
+            if len(values):
+                metadata.update(min_prediction=float(np.nanmin(values)), max_prediction=float(np.nanmax(values)))
+            return Finding(outside == 0, f"{outside} of {len(values)} predictions outside [{low:g}, {high:g}]", metadata)
+
+        yield evaluate(keys, "predictions_one_per_row", AssetCheckSeverity.ERROR, one_per_row)
+        yield evaluate(keys, "predictions_plausible_range", AssetCheckSeverity.WARN, plausible)
+
+    return batch_predictions_quality
+
+
+# drift --------------------------------------------------------------------------------------
+
+
+def training_window_of(registry: ModelRegistry, ref: ModelVersionRef) -> list[str]:
+    """The feature partitions the version was trained on, from its MLflow run's tags."""
+    with fail_fast_unless_transient(f"MLflow: read the training window of {ref.uri}"):
+        tags = registry.client().get_run(ref.run_id).data.tags
+    start, end = tags.get("tabml.window_start"), tags.get("tabml.window_end")
+    if not start or not end:
+        return []
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def reference_features(
+    store: PartitionedParquetIOManager, keys: list[str], columns: list[str], max_rows: int
+) -> pd.DataFrame:
+    """The stored feature rows of `keys` (a fixed sample of at most `max_rows`)."""
+    paths = [store.partition_path("features", key) for key in keys]
+    frames = [read_partition(path, columns) for path in paths if path.exists()]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return frame.sample(n=max_rows, random_state=0) if len(frame) > max_rows else frame
+
+
+def psi_finding(
+    psi: dict[str, float], threshold: float, reference: str, reference_rows: int
+) -> Finding:
+    drifted = {c: round(v, 4) for c, v in psi.items() if v > threshold}
+    metadata: dict[str, Any] = {f"psi_{c}": MetadataValue.float(v) for c, v in psi.items()}
+    metadata.update(reference=reference, reference_rows=reference_rows, psi_warn_threshold=threshold)
+    return Finding(
+        not drifted,
+        f"PSI above {threshold:g} for {drifted} against {reference}"
+        if drifted
+        else f"PSI at most {max(psi.values(), default=0.0):.3f} (threshold {threshold:g}) against {reference}",
+        metadata,
+    )
+
+
+def no_reference(reason: str) -> Finding:
+    return Finding(True, f"drift not measured: {reason}", {"reference": "none"})
+
+
+def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
+    pipeline = spec.pipeline
+    quality = pipeline.data_quality
+    partitions = daily_partitions(pipeline)
+    retry_policy = build_retry_policy(pipeline.retries)
+
+    @asset_check(
+        asset="features",
+        name="features_drift",
+        description=(
+            f"Population stability index of {quality.drift_columns} against the champion's "
+            f"training window; WARN above {quality.psi_warn_threshold:g}."
+        ),
+        partitions_def=partitions,
+        retry_policy=retry_policy,
+        required_resource_keys={*CHECK_RESOURCES, "model_registry"},
+    )
+    @transient_errors_only
+    def features_drift(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        store = store_of(context)
+        registry: ModelRegistry = context.resources.model_registry
+        keys = partition_keys_of(context)
+        champion = registry.version_for_alias(CHAMPION)
+        window = training_window_of(registry, champion) if champion else []
+        reference = reference_features(store, window, quality.drift_columns, quality.drift_reference_max_rows)
+
+        def finding(key: str) -> Finding:
+            if champion is None:
+                return no_reference("no champion model yet, so no training window to compare with")
+            if reference.empty:
+                return no_reference(f"the champion's training window {window[:1]}..{window[-1:]} has no stored features")
+            current = read_partition(store.partition_path("features", key), quality.drift_columns)
+            psi = {
+                c: population_stability_index(reference[c].to_numpy(), current[c].to_numpy(), quality.psi_bins)
+                for c in quality.drift_columns
+            }
+            label = f"champion v{champion.version}'s training window {window[0]}..{window[-1]}"
+            return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
+
+        return evaluate(keys, "features_drift", AssetCheckSeverity.WARN, finding)
+
+    @asset_check(
+        asset="batch_predictions",
+        name="predictions_drift",
+        description=(
+            "Population stability index of the predictions against the same model's predictions "
+            f"on its training window; WARN above {quality.psi_warn_threshold:g}."
+        ),
+        partitions_def=partitions,
+        retry_policy=retry_policy,
+        required_resource_keys={*CHECK_RESOURCES, "model_registry"},
+    )
+    @transient_errors_only
+    def predictions_drift(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        store = store_of(context)
+        registry: ModelRegistry = context.resources.model_registry
+
+        def finding(key: str) -> Finding:
+            scored = read_partition(store.partition_path("batch_predictions", key), [PREDICTION_COLUMN, "model_version"])
+            if scored.empty:
+                return no_reference("the partition has no predictions")
+            version = str(scored["model_version"].iloc[0])
+            with fail_fast_unless_transient(f"MLflow: look up version {version} of {registry.model_name!r}"):
+                run_id = registry.client().get_model_version(registry.model_name, version).run_id
+            ref = ModelVersionRef(registry.model_name, version, run_id)
+            window = training_window_of(registry, ref)
+            reference = reference_features(store, window, pipeline.feature_columns, quality.drift_reference_max_rows)
+            if reference.empty:
+                return no_reference(f"version {version}'s training window has no stored features")
+            expected = registry.load_model(ref).predict(reference[pipeline.feature_columns])
+            psi = {
+                PREDICTION_COLUMN: population_stability_index(
+                    np.asarray(expected), scored[PREDICTION_COLUMN].to_numpy(), quality.psi_bins
+                )
+            }
+            label = f"version {version}'s predictions on its training window {window[0]}..{window[-1]}"
+            return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
+
+        return evaluate(partition_keys_of(context), "predictions_drift", AssetCheckSeverity.WARN, finding)
+
+    return [features_drift, predictions_drift]
+
+
+def build_asset_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
+    # Per-partition check results are a preview feature of Dagster 1.13; tabml relies on it on
+    # purpose, so the notice would only repeat on every load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [
+            build_raw_data_checks(spec),
+            build_features_checks(spec),
+            build_batch_predictions_checks(spec),
+            *build_drift_checks(spec),
+        ]

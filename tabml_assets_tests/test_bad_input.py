@@ -1,0 +1,341 @@
+"""The bad-input suite: each kind of bad landing file, its outcome, and stored good data intact.
+
+Every case first stores a good day, then lands something bad and materializes raw_data again
+through a real Dagster instance: the step either fails with a message naming the file, the
+column and the expectation (and writes nothing), or quarantines exactly the bad rows with a
+reason and keeps every good one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+
+from tabml_assets.assets.raw import QUARANTINE_ASSET
+from tabml_assets.definitions import build_definitions
+from tabml_assets.ml.demo_data import generate_demo_trips
+from tabml_assets.ml.quality import REASON_COLUMN
+from tabml_assets.ml.schema import DROPOFF, PICKUP
+from tabml_assets.resources.storage import atomic_write_bytes, write_parquet_atomic
+from tabml_assets.seed import run_selection
+from tabml_assets.spec import LoadedSpec, load_spec
+
+DAY = dt.date(2026, 3, 5)
+KEY = DAY.isoformat()
+ROWS = 40
+
+
+@dataclass
+class Landing:
+    """A dev-like deployment reading a landing folder, with one good day already stored."""
+
+    spec: LoadedSpec
+    defs: Definitions
+    instance: DagsterInstance
+    folder: Path
+    data: Path
+    good: pd.DataFrame
+
+    def stored(self, key: str = KEY) -> pd.DataFrame:
+        return pd.read_parquet(self.data / "raw_data" / f"{key}.parquet")
+
+    def quarantine(self, key: str = KEY) -> pd.DataFrame:
+        return pd.read_parquet(self.data / QUARANTINE_ASSET / f"{key}.parquet")
+
+    def materialize(self, key: str | None = KEY, partition_range: tuple[str, str] | None = None) -> ExecuteInProcessResult:
+        return run_selection(
+            self.defs, self.instance, ["raw_data"],
+            partition_key=None if partition_range else key,
+            partition_range=partition_range, raise_on_error=False,
+        )
+
+
+@pytest.fixture
+def landing(conf_dir: Path, tabml_home: Path, instance: DagsterInstance) -> Landing:
+    profile_path = conf_dir / "profiles" / "test.yaml"
+    profile = yaml.safe_load(profile_path.read_text())
+    profile["data_source"] = {"kind": "landing_folder", "landing_folder": "landing"}
+    profile_path.write_text(yaml.safe_dump(profile))
+    spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+    folder = tabml_home / "landing"
+    folder.mkdir()
+    good = generate_demo_trips(DAY, ROWS)
+    good.to_parquet(folder / "good.parquet", index=False)
+    state = Landing(spec, build_definitions(spec), instance, folder, tabml_home / "data", good)
+    assert state.materialize().success
+    pd.testing.assert_frame_equal(state.stored(), good)
+    return state
+
+
+def failure_text(result: ExecuteInProcessResult) -> str:
+    assert not result.success, "the run was expected to fail"
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            texts.append(data.error.message if data.error else "")
+            if data.user_failure_data and data.user_failure_data.description:
+                texts.append(data.user_failure_data.description)
+    return "\n".join(texts)
+
+
+def retries_of(result: ExecuteInProcessResult) -> int:
+    return sum(1 for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY")
+
+
+def materialization_metadata(result: ExecuteInProcessResult) -> dict:
+    # A range run records one materialization per partition, all with the step's metadata.
+    materialization = result.asset_materializations_for_node("raw_data")[0]
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, date_format="%Y-%m-%d %H:%M:%S")
+
+
+# Cases where the file cannot be used at all: the step fails and writes nothing. ----------------
+
+
+def corrupt_parquet(folder: Path, good: pd.DataFrame) -> None:
+    (folder / "corrupt.parquet").write_bytes(b"PAR1 this is not a parquet footer PAR1")
+
+
+def wrong_dtypes(folder: Path, good: pd.DataFrame) -> None:
+    bad = good.head(10).astype({"trip_distance": "object"})
+    bad["trip_distance"] = "two miles"
+    write_csv(bad, folder / "wrong_dtypes.csv")
+
+
+def all_null_target(folder: Path, good: pd.DataFrame) -> None:
+    bad = good.head(10).copy()
+    bad["fare_amount"] = None
+    bad.to_parquet(folder / "null_target.parquet", index=False)
+
+
+def missing_column(folder: Path, good: pd.DataFrame) -> None:
+    write_csv(good.head(10).drop(columns=["dropoff_zip"]), folder / "missing_column.csv")
+
+
+def too_many_bad_rows(folder: Path, good: pd.DataFrame) -> None:
+    bad = generate_demo_trips(DAY, 100)
+    bad["trip_distance"] = -bad["trip_distance"]
+    bad.to_parquet(folder / "negative_everywhere.parquet", index=False)
+
+
+@pytest.mark.parametrize(
+    ("land_bad_file", "expected"),
+    [
+        (corrupt_parquet, ["corrupt.parquet", "cannot be read as parquet"]),
+        (wrong_dtypes, ["wrong_dtypes.csv", "column 'trip_distance' expected float64", "two miles"]),
+        (all_null_target, ["null_target.parquet", "column 'fare_amount' is empty in all 10 rows", "expected float64"]),
+        (missing_column, ["missing_column.csv", "missing column(s) ['dropoff_zip']"]),
+        (too_many_bad_rows, ["100 of 140 rows (71%) failed validation", "max_quarantine_fraction 0.5",
+                             "negative_everywhere.parquet row 0: trip_distance outside (0, 400)"]),
+    ],
+    ids=["corrupt_parquet", "wrong_dtypes", "all_null_target", "csv_missing_column", "mostly_bad_rows"],
+)
+def test_unusable_input_fails_at_once_and_keeps_the_stored_partition(
+    landing: Landing, land_bad_file: Callable[[Path, pd.DataFrame], None], expected: list[str]
+) -> None:
+    quarantine_before = landing.quarantine()
+    land_bad_file(landing.folder, landing.good)
+    result = landing.materialize()
+    message = failure_text(result)
+    for text in expected:
+        assert text in message, message
+    assert "nothing was written" in message.lower()
+    # A data error is permanent: the retry policy does not retry it.
+    assert retries_of(result) == 0
+    pd.testing.assert_frame_equal(landing.stored(), landing.good)
+    pd.testing.assert_frame_equal(landing.quarantine(), quarantine_before)
+
+
+# Cases where only some rows are bad: they are quarantined, the good ones kept. ------------------
+
+
+def truncated_csv(folder: Path, good: pd.DataFrame) -> int:
+    path = folder / "truncated.csv"
+    write_csv(generate_demo_trips(DAY, 20).assign(fare_amount=lambda f: f["fare_amount"] + 0.001), path)
+    text = path.read_text()
+    # The upload stopped in the middle of the last row's dropoff time.
+    path.write_text(text[: text.rstrip("\n").rfind("\n") + 1 + 25])
+    return 1
+
+
+def negative_distances(folder: Path, good: pd.DataFrame) -> int:
+    extra = generate_demo_trips(DAY, 12).assign(fare_amount=lambda f: f["fare_amount"] + 0.001)
+    extra.loc[:2, "trip_distance"] = -1.5
+    extra.to_parquet(folder / "negative.parquet", index=False)
+    return 3
+
+
+def future_timestamps(folder: Path, good: pd.DataFrame) -> int:
+    extra = generate_demo_trips(DAY, 10).assign(fare_amount=lambda f: f["fare_amount"] + 0.001)
+    extra.loc[:1, PICKUP] = pd.Timestamp("2099-01-01 10:00")
+    extra.loc[:1, DROPOFF] = pd.Timestamp("2099-01-01 10:30")
+    extra.to_parquet(folder / "future.parquet", index=False)
+    return 2
+
+
+def same_file_landed_twice(folder: Path, good: pd.DataFrame) -> int:
+    shutil.copy(folder / "good.parquet", folder / "good_again.parquet")
+    return ROWS
+
+
+@pytest.mark.parametrize(
+    ("land_bad_rows", "reason"),
+    [
+        (truncated_csv, "null fare_amount"),
+        (negative_distances, "trip_distance outside (0, 400)"),
+        (future_timestamps, "tpep_pickup_datetime in the future"),
+        (same_file_landed_twice, "duplicate row"),
+    ],
+    ids=["truncated_csv", "negative_distances", "future_timestamps", "duplicate_rows"],
+)
+def test_bad_rows_are_quarantined_with_a_reason_and_good_rows_kept(
+    landing: Landing, land_bad_rows: Callable[[Path, pd.DataFrame], int], reason: str
+) -> None:
+    bad_rows = land_bad_rows(landing.folder, landing.good)
+    result = landing.materialize()
+    assert result.success
+    quarantine = landing.quarantine()
+    assert len(quarantine) == bad_rows
+    assert all(reason in r for r in quarantine[REASON_COLUMN]), quarantine[REASON_COLUMN].tolist()
+    metadata = materialization_metadata(result)
+    assert metadata["quarantined_rows"] == bad_rows
+    assert metadata["quarantine_reasons"][reason] == bad_rows
+    checks = check_results(result)
+    assert checks["raw_quarantine"] is False  # WARN: visible, not blocking
+    assert checks["raw_schema"] and checks["raw_no_nulls"] and checks["raw_value_ranges"]
+    stored = landing.stored()
+    # Every previously stored good row is still there, and no bad row got in.
+    assert len(stored.merge(landing.good, how="inner")) == ROWS
+    assert not stored.duplicated().any()
+    assert (stored["trip_distance"] > 0).all() and (stored[PICKUP].dt.date == DAY).all()
+
+
+# Cases that are not errors, but must not go unnoticed. ------------------------------------------
+
+
+def test_empty_file_is_skipped_and_reported(landing: Landing) -> None:
+    (landing.folder / "upload_in_progress.csv").write_bytes(b"")
+    result = landing.materialize()
+    assert result.success
+    assert materialization_metadata(result)["empty_files"] == ["upload_in_progress.csv"]
+    pd.testing.assert_frame_equal(landing.stored(), landing.good)
+
+
+def test_unknown_extra_column_is_ignored_and_reported(landing: Landing) -> None:
+    extra = generate_demo_trips(DAY, 5).assign(fare_amount=lambda f: f["fare_amount"] + 0.001, tip_amount=1.0)
+    extra.to_parquet(landing.folder / "with_tips.parquet", index=False)
+    result = landing.materialize()
+    assert result.success
+    assert materialization_metadata(result)["ignored_columns"] == {"with_tips.parquet": ["tip_amount"]}
+    stored = landing.stored()
+    assert list(stored.columns) == list(landing.good.columns) and len(stored) == ROWS + 5
+
+
+def test_zero_row_partition_is_stored_but_never_replaces_stored_rows(landing: Landing) -> None:
+    quiet = (DAY + dt.timedelta(days=1)).isoformat()
+    result = landing.materialize(quiet)
+    assert result.success
+    assert landing.stored(quiet).empty and landing.quarantine(quiet).empty
+    assert check_results(result) == {
+        "raw_schema": True, "raw_non_empty": False, "raw_no_nulls": True,
+        "raw_value_ranges": True, "raw_quarantine": True,
+    }
+    # The only file of a stored day disappears: an empty read must not wipe the stored rows.
+    (landing.folder / "good.parquet").unlink()
+    message = failure_text(landing.materialize())
+    assert f"raw_data {KEY}: the trip source delivered 0 rows, but the stored partition has {ROWS} rows" in message
+    pd.testing.assert_frame_equal(landing.stored(), landing.good)
+
+
+def test_file_spanning_several_days_feeds_each_day(landing: Landing) -> None:
+    next_day = DAY + dt.timedelta(days=1)
+    spanning = pd.concat(
+        [generate_demo_trips(DAY, 7).assign(fare_amount=lambda f: f["fare_amount"] + 0.001),
+         generate_demo_trips(next_day, 9)],
+        ignore_index=True,
+    )
+    write_csv(spanning, landing.folder / "two_days.csv")
+    result = landing.materialize(partition_range=(KEY, next_day.isoformat()))
+    assert result.success
+    assert len(landing.stored()) == ROWS + 7 and len(landing.stored(next_day.isoformat())) == 9
+    assert landing.quarantine().empty and landing.quarantine(next_day.isoformat()).empty
+    metadata = materialization_metadata(result)
+    assert metadata["quarantined_per_partition"] == {KEY: 0, next_day.isoformat(): 0}
+    assert metadata["landed_files"] == ["good.parquet", "two_days.csv"]
+    assert len(landing.instance.fetch_materializations(AssetKey("raw_data"), limit=10).records) == 3
+
+
+# Atomic writes: a failure mid-write leaves the previous version readable. ------------------------
+
+
+def test_a_writer_that_raises_midway_leaves_the_previous_version(tmp_path: Path) -> None:
+    target = tmp_path / "raw_data" / f"{KEY}.parquet"
+    previous = generate_demo_trips(DAY, 30)
+    write_parquet_atomic(previous, target)
+
+    def half_then_crash(tmp: Path) -> None:
+        tmp.write_bytes(target.read_bytes()[:100])
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, half_then_crash)
+    pd.testing.assert_frame_equal(pd.read_parquet(target), previous)
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # temp file removed
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+import pyarrow as pa, pyarrow.parquet as pq
+from tabml_assets.resources.storage import atomic_write_bytes
+
+def slow_write(tmp):
+    table = pa.table({"x": list(range(1000))})
+    with pq.ParquetWriter(tmp, table.schema) as writer:
+        while True:  # the writer never finishes: it is killed mid-write
+            writer.write_table(table)
+            time.sleep(0.01)
+
+atomic_write_bytes(Path(sys.argv[1]), slow_write)
+"""
+
+
+def test_a_writer_killed_midway_leaves_the_previous_version(tmp_path: Path) -> None:
+    target = tmp_path / "features" / f"{KEY}.parquet"
+    previous = generate_demo_trips(DAY, 30)
+    write_parquet_atomic(previous, target)
+    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        temp_files: list[Path] = []
+        while time.monotonic() < deadline and not any(p.stat().st_size > 10_000 for p in temp_files):
+            temp_files = [p for p in target.parent.iterdir() if p.name != target.name]
+            time.sleep(0.05)
+        assert temp_files, "the writer never started writing"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    pd.testing.assert_frame_equal(pd.read_parquet(target), previous)
+    # What the kill left behind is a hidden temp file, which no reader or landing scan picks up.
+    assert all(p.name.startswith(f".{target.name}.") and p.suffix == ".tmp" for p in temp_files)
