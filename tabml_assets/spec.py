@@ -191,27 +191,126 @@ class MlflowProfile(_Strict):
     artifact_location: str | None = None
 
 
+class AutoscaleProfile(_Strict):
+    min_workers: int = Field(ge=0)
+    max_workers: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> AutoscaleProfile:
+        if self.min_workers > self.max_workers:
+            raise ValueError(
+                f"min_workers must not exceed max_workers, found {self.min_workers} > {self.max_workers}"
+            )
+        return self
+
+
+# Cluster access modes Databricks accepts; reading Unity Catalog tables needs a UC mode
+# (SINGLE_USER / USER_ISOLATION or their DATA_SECURITY_MODE_* names).
+DataSecurityMode = Literal[
+    "DATA_SECURITY_MODE_AUTO", "DATA_SECURITY_MODE_DEDICATED", "DATA_SECURITY_MODE_STANDARD",
+    "SINGLE_USER", "USER_ISOLATION", "NONE",
+]
+PermissionAccessor = dict[Literal["group_name", "user_name", "service_principal_name"], str]
+
+
 class ClusterProfile(_Strict):
-    spark_version: str = "15.4.x-scala2.12"
-    node_type_id: str | None = None
-    instance_pool_id: str | None = None
-    num_workers: int | None = None
-    autoscale: dict[Literal["min_workers", "max_workers"], int] | None = None
+    """A new job cluster per step (default), or an existing cluster by id."""
+
     existing_cluster_id: str | None = None
+    spark_version: str = "15.4.x-scala2.12"
+    # Worker machines: a node type, or an instance pool (faster starts).
+    node_type_id: str | None = None
+    driver_node_type_id: str | None = None
+    instance_pool_id: str | None = None
+    driver_instance_pool_id: str | None = None
+    # Size: a fixed number of workers, or autoscale between two bounds.
+    num_workers: int | None = Field(default=None, ge=0)
+    autoscale: AutoscaleProfile | None = None
+    data_security_mode: DataSecurityMode | None = "SINGLE_USER"
+    single_user_name: str | None = None
+    policy_id: str | None = None
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    custom_tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_choice_each(self) -> ClusterProfile:
+        new_cluster_keys = [
+            key for key in ("node_type_id", "driver_node_type_id", "instance_pool_id",
+                            "driver_instance_pool_id", "num_workers", "autoscale", "policy_id")
+            if getattr(self, key) is not None
+        ]
+        if self.existing_cluster_id is not None:
+            if new_cluster_keys:
+                raise ValueError(
+                    "existing_cluster_id runs steps on that cluster, so new-cluster keys do not "
+                    f"apply; remove {new_cluster_keys}"
+                )
+            return self
+        if self.num_workers is not None and self.autoscale is not None:
+            raise ValueError("expected num_workers or autoscale, found both")
+        if self.node_type_id is not None and self.instance_pool_id is not None:
+            raise ValueError("expected node_type_id or instance_pool_id, found both")
+        if self.node_type_id is None and self.instance_pool_id is None:
+            raise ValueError(
+                "a new cluster needs node_type_id or instance_pool_id (or give existing_cluster_id), "
+                "found neither"
+            )
+        if self.driver_instance_pool_id is not None and self.instance_pool_id is None:
+            raise ValueError("driver_instance_pool_id needs instance_pool_id for the workers")
+        return self
+
+
+class PermissionsProfile(_Strict):
+    """Who may see and manage the step runs (and their job clusters), by permission level."""
+
+    job: dict[Literal["CAN_VIEW", "CAN_MANAGE_RUN", "IS_OWNER", "CAN_MANAGE"], list[PermissionAccessor]] = (
+        Field(default_factory=dict)
+    )
+    cluster: dict[Literal["CAN_ATTACH_TO", "CAN_RESTART", "CAN_MANAGE"], list[PermissionAccessor]] = (
+        Field(default_factory=dict)
+    )
 
 
 class DatabricksProfile(_Strict):
+    """How staging and prod ship heavy steps to Databricks through the step launcher."""
+
     secret_scope: str
-    cluster: ClusterProfile = ClusterProfile()
+    cluster: ClusterProfile = ClusterProfile(node_type_id="i3.xlarge", num_workers=1)
+    # `pat`: DATABRICKS_TOKEN; `oauth_m2m`: DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET
+    # (a service principal). DATABRICKS_HOST is needed by both.
+    auth: Literal["pat", "oauth_m2m"] = "pat"
     timeout_seconds: int = Field(default=3600, ge=60)
+    # The tabml wheel the cluster installs (a UC volume, dbfs:/ or cloud URI); its runtime
+    # dependencies are pinned to the versions installed where Dagster runs.
     wheel_path: str
+    extra_pypi_packages: list[str] = Field(default_factory=list)
     poll_interval_sec: float = Field(default=10, gt=0)
     max_completion_wait_time_seconds: int = Field(default=24 * 3600, gt=0)
+    # Where the launcher uploads each step's code and pickled context (DBFS, absolute).
+    staging_prefix: str = "/dagster_staging"
     env_variables: dict[str, str] = Field(default_factory=dict)
-    # Names of secrets in `secret_scope`, each exported to the remote step as the
-    # environment variable of the same name (upper-cased, dashes to underscores).
-    secrets: list[str] = Field(default_factory=lambda: ["databricks-token"])
-    permissions_group: str | None = None
+    # Names of secrets in `secret_scope`, each exported to the remote step as the environment
+    # variable of the same name upper-cased with dashes as underscores (databricks-token ->
+    # DATABRICKS_TOKEN). The remote step needs the host and credentials for MLflow and for the
+    # launcher resource it re-creates; [] exports nothing.
+    secrets: list[str] = Field(default_factory=lambda: ["databricks-host", "databricks-token"])
+    permissions: PermissionsProfile = PermissionsProfile()
+
+    @field_validator("staging_prefix")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected an absolute DBFS path such as /dagster_staging, found {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_permissions_need_new_cluster(self) -> DatabricksProfile:
+        if self.permissions.cluster and self.cluster.existing_cluster_id:
+            raise ValueError(
+                "permissions.cluster changes the permissions of the job cluster; it cannot be used "
+                "with cluster.existing_cluster_id"
+            )
+        return self
 
 
 class StatusProfile(_Strict):
