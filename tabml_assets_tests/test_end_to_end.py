@@ -79,3 +79,18 @@ def test_reseeding_is_idempotent_for_stored_partitions(
     run_selection(test_defs, instance, ["raw_data"], partition_key=key)
     second = pd.read_parquet(tabml_home / "data" / "raw_data" / f"{key}.parquet")
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_end_to_end_job_scores_with_the_champion_it_just_promoted(
+    test_defs: Definitions, test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
+) -> None:
+    """The demo job on a fresh registry: train, promote, then score the same day with that model."""
+    plan = plan_seed(test_spec, TODAY)
+    run_selection(test_defs, instance, ["raw_data", "features"], partition_range=(plan.ingest_days[0].isoformat(), plan.training_day.isoformat()))
+    result = test_defs.resolve_job_def("end_to_end_job").execute_in_process(
+        instance=instance, partition_key=plan.scoring_day.isoformat()
+    )
+    assert result.success
+    champion = json.loads((tabml_home / "data" / "champion_model" / f"{plan.scoring_day}.json").read_text())
+    scored = pd.read_parquet(tabml_home / "data" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    assert set(scored["model_version"]) == {champion["version"]}

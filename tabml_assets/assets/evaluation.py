@@ -100,15 +100,17 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         partitions_def=daily_partitions(pipeline),
         ins={"trained_model": AssetIn(), "features": training_window_input(pipeline)},
         check_specs=check_specs,
+        # In staging/prod the training window's files live on the workspace's volume.
+        required_resource_keys={"step_launcher", "model_registry"},
     )
     @transient_errors_only
     def evaluation_report(
         context: AssetExecutionContext,
         trained_model: dict[str, Any],
         features: pd.DataFrame,
-        model_registry: ModelRegistry,
     ) -> Iterator[Output[dict[str, Any]] | AssetCheckResult]:
         """Challenger, champion and naive baseline scored on the same held-out test split."""
+        model_registry: ModelRegistry = context.resources.model_registry
         splits = split_chronologically(features, pipeline.split)
         test_inputs = model_inputs(splits.test, pipeline)
         y_test = splits.test[pipeline.target_column].to_numpy()
@@ -202,12 +204,14 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         code_version="1",
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
+        required_resource_keys={"step_launcher", "model_registry"},
     )
     @transient_errors_only
     def champion_model(
-        context: AssetExecutionContext, evaluation_report: dict[str, Any], model_registry: ModelRegistry
+        context: AssetExecutionContext, evaluation_report: dict[str, Any]
     ) -> Output[dict[str, Any]]:
         """Moves the registry's `champion` alias to the evaluated challenger when the gate passed."""
+        model_registry: ModelRegistry = context.resources.model_registry
         challenger = evaluation_report["challenger"]
         failed = [g["description"] for g in evaluation_report["gate"] if not g["passed"]]
         if blocking and failed:

@@ -37,7 +37,9 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         backfill_policy=BACKFILL_POLICY,
-        deps=["features"],
+        # Scoring uses whatever is champion now; the dep on champion_model orders a run that
+        # trains, promotes and scores one day (end_to_end_job) so it scores with the new champion.
+        deps=["features", "champion_model"],
         required_resource_keys={"step_launcher", "model_registry", "io_manager", "spark"},
     )
     @transient_errors_only
