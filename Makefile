@@ -52,7 +52,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy tabml_assets
 
-test: install system-deps lint
+test: install system-deps lint typecheck
 	$(BIN)/python -m pytest -q -ra
 
 bench: install

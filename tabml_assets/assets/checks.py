@@ -336,6 +336,8 @@ def build_batch_predictions_checks(spec: LoadedSpec) -> AssetChecksDefinition:
 def training_window_of(registry: ModelRegistry, ref: ModelVersionRef) -> list[str]:
     """The feature partitions the version was trained on, from its MLflow run's tags."""
     with fail_fast_unless_transient(f"MLflow: read the training window of {ref.uri}"):
+        if ref.run_id is None:  # fails fast, as get_run(None) did
+            raise ValueError(f"{ref.uri} was registered without an MLflow run")
         tags = registry.client().get_run(ref.run_id).data.tags
     start, end = tags.get("tabml.window_start"), tags.get("tabml.window_end")
     if not start or not end:

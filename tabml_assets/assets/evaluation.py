@@ -148,6 +148,7 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
             if blocking and not gate_passed:
                 # The evaluation run records the failed gate as a FAILED MLflow run.
                 mlflow.end_run("FAILED")
+        assert challenger_ref.run_id is not None, "trained_model records the run of log_and_register"
         model_registry.log_metrics_to_run(challenger_ref.run_id, {f"test_{k}": v for k, v in challenger.items()})
         model_registry.client().set_model_version_tag(
             challenger_ref.name, challenger_ref.version, "validation_status",

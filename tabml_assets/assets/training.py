@@ -98,7 +98,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             mlflow.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
             mlflow.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
             mlflow.log_input(
-                mlflow.data.from_pandas(
+                mlflow.data.from_pandas(  # type: ignore[attr-defined]  # set by setattr in mlflow.data, invisible to mypy
                     splits.train,
                     name=f"features[{window[0]}..{window[1]}]",
                     targets=pipeline.target_column,

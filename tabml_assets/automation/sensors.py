@@ -22,6 +22,7 @@ from dagster import (
     sensor,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -299,7 +300,8 @@ def describe_failed_run(context: RunFailureSensorContext) -> tuple[str, str]:
         f"reason: {context.failure_event.message or 'unknown'}",
     ]
     for event in context.get_step_failure_events():
-        error = event.event_specific_data.error if event.event_specific_data else None
+        data = event.event_specific_data
+        error = data.error if isinstance(data, StepFailureData) else None
         message = error.message.strip().splitlines()[0] if error and error.message.strip() else "no message"
         lines.append(f"step {event.step_key}: {message}")
     return f"tabml run failed: {run.job_name} [{partitions}]", "\n".join(lines)

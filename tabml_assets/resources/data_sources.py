@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
+from pandas.api.types import pandas_dtype
 
 from tabml_assets.ml.demo_data import generate_demo_trips
 from tabml_assets.ml.quality import REASON_SEPARATOR, naive_utc
@@ -112,7 +113,7 @@ def _coerce_column(values: pd.Series, dtype: str) -> pd.Series:
             parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
         else:
             parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-        return parsed.dt.tz_convert(None).astype(dtype)
+        return parsed.dt.tz_convert(None).astype(pandas_dtype(dtype))
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.Series(pd.NA, index=values.index, dtype=dtype)
     numeric = pd.to_numeric(values, errors="coerce")
@@ -120,7 +121,7 @@ def _coerce_column(values: pd.Series, dtype: str) -> pd.Series:
         numeric = numeric.astype("Float64")
         numeric = numeric.where((numeric % 1 == 0).fillna(False))
         return numeric.astype("Int64")
-    return numeric.astype("Float64").astype(dtype)
+    return numeric.astype("Float64").astype(pandas_dtype(dtype))
 
 
 def coerce_landed_frame(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Series, list[str]]:

@@ -64,6 +64,8 @@ class DatabricksTableSource(TripSource):
         # samples.nyctaxi.trips stores TIMESTAMP (an instant): Spark renders it in the session
         # time zone, so the day filter and toPandas only mean UTC when the session says UTC.
         previous_zone = spark.conf.get("spark.sql.session.timeZone")
+        # get() without a default returns the built-in default (the JVM zone) or raises; never None.
+        assert previous_zone is not None
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         try:
             frame = trips_of_day(spark.table(self.table), day, f"table {self.table}").toPandas()

@@ -44,13 +44,13 @@ class ModelVersionRef:
 
     name: str
     version: str
-    run_id: str
+    run_id: str | None  # None for a version registered without a run
 
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, str | None]:
         return {**asdict(self), "uri": self.uri}
 
 
@@ -126,8 +126,9 @@ class ModelRegistry(ConfigurableResource):
         """Log the model with signature and input example into the active run and register it."""
         with fail_fast_unless_transient(f"MLflow: log and register a version of {self.model_name!r}"):
             info = self._log_model(model, input_example, predictions)
-        run_id = mlflow.active_run().info.run_id
-        return ModelVersionRef(self.model_name, str(info.registered_model_version), run_id)
+        active = mlflow.active_run()
+        assert active is not None, "log_and_register runs inside ModelRegistry.run"
+        return ModelVersionRef(self.model_name, str(info.registered_model_version), active.info.run_id)
 
     def _log_model(self, model: Pipeline, input_example: pd.DataFrame, predictions: Any) -> Any:
         return mlflow.sklearn.log_model(
