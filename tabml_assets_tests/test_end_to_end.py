@@ -56,6 +56,11 @@ def test_demo_graph_end_to_end(
     assert run.data.metrics["test_rmse"] == report["challenger"]["metrics"]["rmse"]
     assert run.data.tags["dagster.asset_key"] == "trained_model"
     assert run.data.tags["tabml.window_end"] == plan.training_day.isoformat()
+    # Training-data lineage: the window's features, with a content digest and their schema.
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == f"features[{plan.ingest_days[0]}..{plan.training_day}]"
+    assert dataset_input.dataset.digest and "trip_distance" in dataset_input.dataset.schema
+    assert str(tabml_home / "data" / "features") in dataset_input.dataset.source
 
     # One finite prediction per input row, and the partition names the model that scored it.
     scoring_key = plan.scoring_day.isoformat()

@@ -35,6 +35,7 @@ CHALLENGER = "challenger"
 _FLUENT_LOCK = threading.RLock()
 # Our integer features never hold missing values, so MLflow's hint about them is noise.
 warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+_CLIENTS: dict[tuple[str, str], MlflowClient] = {}
 _MODEL_CACHE: dict[tuple[str, str, str], Pipeline] = {}
 
 
@@ -87,7 +88,11 @@ class ModelRegistry(ConfigurableResource):
     artifact_location: str | None = None
 
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        """One client per store and process: a new one re-checks the store's schema (~0.5 s)."""
+        key = (self.tracking_uri, self.registry_uri)
+        if key not in _CLIENTS:
+            _CLIENTS[key] = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return _CLIENTS[key]
 
     def experiment_id(self) -> str:
         client = self.client()
