@@ -106,6 +106,10 @@ def run_bare_pipeline(
     )
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    if mlflow.get_experiment_by_name("bare-script") is None:
+        # Artifacts beside the sqlite store, as tabml's dev profile does, not ./mlruns in the cwd.
+        store = Path(tracking_uri.removeprefix("sqlite:///"))
+        mlflow.create_experiment("bare-script", artifact_location=str(store.parent / "mlartifacts"))
     mlflow.set_experiment("bare-script")
     with mlflow.start_run(run_name=f"train {training_days[-1]}"):
         model.fit(train[FEATURES], train[TARGET])
