@@ -86,22 +86,29 @@ def dagster_dev(
     url = f"http://127.0.0.1:{port}"
     server = DagsterDev(url, f"{url}/graphql", dagster_home, log_path, process)
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {process.returncode}:\n{server.log()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dagster dev did not answer on {url} in {startup_timeout}s:\n{server.log()[-4000:]}")
-            time.sleep(1)
+        wait_until_serving(f"{url}/server_info", process, log_path, startup_timeout, "dagster dev")
         yield server
     finally:
         stop_process_group(process)
+
+
+def wait_until_serving(
+    url: str, process: subprocess.Popen, log_path: Path, timeout: float, what: str
+) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer on {url} in {timeout}s:\n{log_path.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.5)
 
 
 def _group_alive(pgid: int) -> bool:

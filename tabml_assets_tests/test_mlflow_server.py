@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from tabml_assets.definitions import build_definitions
 from tabml_assets.seed import seed_demo
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.conftest import TODAY
-from tabml_assets_tests.dagster_dev_server import free_port, stop_process_group
+from tabml_assets_tests.dagster_dev_server import free_port, stop_process_group, wait_until_serving
 
 
 @pytest.fixture
@@ -38,17 +36,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_serving(f"{url}/health", process, log_path, 120, "mlflow server")
         yield url
     finally:
         stop_process_group(process)
