@@ -36,12 +36,6 @@ def partition_keys(context: AssetExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-def split_by_day(frame: pd.DataFrame, keys: list[str], column: str = PICKUP) -> dict[str, pd.DataFrame]:
-    """One frame per partition key, by the UTC day of `column` (empty frames for quiet days)."""
-    days = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%d")
-    return {key: frame[days == key].reset_index(drop=True) for key in keys}
-
-
 def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[str, Any]:
     """Row count, column schema and a preview of the first rows."""
     if isinstance(frames, pd.DataFrame):

@@ -112,9 +112,6 @@ class WrittenPartition:
     column_sums: dict[str, float] = field(default_factory=dict)
     column_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
-    def column_mean(self, column: str) -> float:
-        return self.column_sums[column] / self.rows if self.rows else 0.0
-
 
 class _WriteSummary:
     """Accumulates rows, a preview, column sums and ranges while batches stream past."""
