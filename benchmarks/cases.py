@@ -41,13 +41,25 @@ def _tabml_definitions(args: dict[str, Any]) -> tuple[Any, Any]:
     return spec, build_definitions(spec)
 
 
-def _row_count(result: Any, asset: str) -> int:
-    """Rows the run materialized for `asset`, from its materialization metadata."""
+def _materializations(result: Any, asset: Any) -> list[Any]:
+    """The run's materializations of `asset` (an AssetKey), one per partition."""
+    materializations = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    return [m for m in materializations if m.asset_key == asset]
+
+
+def _row_count(result: Any, asset: Any) -> int:
+    """Rows the run materialized for `asset` (an AssetKey), from its materialization metadata.
+
+    A range run records the same metadata on each partition's materialization, with the run's
+    total as dagster/row_count; its rows_per_partition gives each partition's own count.
+    """
     total = 0
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key.to_user_string() == asset:
-            total += int(materialization.metadata["dagster/row_count"].value)
+    for materialization in _materializations(result, asset):
+        metadata = materialization.metadata
+        if "rows_per_partition" in metadata:
+            total += int(metadata["rows_per_partition"].value[materialization.partition])
+        else:
+            total += int(metadata["dagster/row_count"].value)
     return total
 
 
@@ -57,27 +69,29 @@ def tabml_end_to_end(args: dict[str, Any]) -> dict[str, Any]:
     from tabml_assets.seed import run_selection
 
     start = time.perf_counter()
-    _, defs = _tabml_definitions(args)
+    spec, defs = _tabml_definitions(args)
     defs.get_repository_def()
     seconds = {"load_definitions": time.perf_counter() - start}
+    keys = spec.keys
     first, training_day, scoring_day = args["first_day"], args["training_day"], args["scoring_day"]
     with _open_instance(Path(args["dagster_home"])) as instance:
         start = time.perf_counter()
-        run_selection(defs, instance, ["raw_data", "features"], partition_range=(first, scoring_day))
+        run_selection(defs, instance, keys.assets("raw_data", "features"), partition_range=(first, scoring_day))
         seconds["ingest"] = time.perf_counter() - start
         start = time.perf_counter()
         training = run_selection(
-            defs, instance, ["trained_model", "evaluation_report", "champion_model"], partition_key=training_day
+            defs, instance, keys.assets("trained_model", "evaluation_report", "champion_model"),
+            partition_key=training_day,
         )
         seconds["train_evaluate_promote"] = time.perf_counter() - start
         start = time.perf_counter()
-        scoring = run_selection(defs, instance, ["batch_predictions"], partition_key=scoring_day)
+        scoring = run_selection(defs, instance, [keys.batch_predictions], partition_key=scoring_day)
         seconds["score"] = time.perf_counter() - start
-    report = training.output_for_node("evaluation_report")
+    report = training.asset_value(keys.evaluation_report)
     return {
         "seconds": seconds,
-        "window_rows": training.output_for_node("trained_model")["rows"]["window"],
-        "scored_rows": _row_count(scoring, "batch_predictions"),
+        "window_rows": training.asset_value(keys.trained_model)["rows"]["window"],
+        "scored_rows": _row_count(scoring, keys.batch_predictions),
         "test_rmse": report["challenger"]["metrics"]["rmse"],
         "model_version": report["challenger"]["version"],
     }
@@ -106,10 +120,12 @@ def tabml_ingest(args: dict[str, Any]) -> dict[str, Any]:
     """Setup: raw_data and features for a range of days (one run)."""
     from tabml_assets.seed import run_selection
 
-    _, defs = _tabml_definitions(args)
+    spec, defs = _tabml_definitions(args)
     with _open_instance(Path(args["dagster_home"])) as instance:
-        result = run_selection(defs, instance, ["raw_data", "features"], partition_range=(args["first_day"], args["last_day"]))
-    return {"rows": _row_count(result, "features")}
+        result = run_selection(
+            defs, instance, spec.keys.assets("raw_data", "features"), partition_range=(args["first_day"], args["last_day"])
+        )
+    return {"rows": _row_count(result, spec.keys.features)}
 
 
 def _with_spark(defs: Any, master: str) -> tuple[Any, float]:
@@ -135,21 +151,22 @@ def tabml_scoring(args: dict[str, Any]) -> dict[str, Any]:
     """batch_predictions for one partition, as a scoring run materializes it (pandas or Spark)."""
     from tabml_assets.seed import run_selection
 
-    _, defs = _tabml_definitions(args)
+    spec, defs = _tabml_definitions(args)
+    predictions = spec.keys.batch_predictions
     session_seconds = None
     if args.get("spark_master"):
         defs, session_seconds = _with_spark(defs, args["spark_master"])
     defs.get_repository_def()
     with _open_instance(Path(args["dagster_home"])) as instance:
         start = time.perf_counter()
-        result = run_selection(defs, instance, ["batch_predictions"], partition_key=args["day"])
+        result = run_selection(defs, instance, [predictions], partition_key=args["day"])
         seconds = time.perf_counter() - start
     engine = None
-    for materialization in result.asset_materializations_for_node("batch_predictions"):
+    for materialization in _materializations(result, predictions):
         if "engine" in materialization.metadata:
             engine = materialization.metadata["engine"].value
     return {
-        "rows": _row_count(result, "batch_predictions"),
+        "rows": _row_count(result, predictions),
         "seconds": seconds,
         "engine": engine,
         "spark_session_seconds": session_seconds,
@@ -192,13 +209,11 @@ def load_definitions(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _backfill_chunks(defs: Any, assets: list[str], keys: list[str]) -> list[list[str]]:
-    """Group partition keys into runs the way the assets' BackfillPolicy would."""
-    from dagster import AssetKey
-
+def _backfill_chunks(defs: Any, assets: list[Any], keys: list[str]) -> list[list[str]]:
+    """Group partition keys into runs the way the assets' (AssetKeys) BackfillPolicy would."""
     limits = []
-    for name in assets:
-        policy = defs.resolve_assets_def(AssetKey(name)).backfill_policy
+    for asset in assets:
+        policy = defs.resolve_assets_def(asset).backfill_policy
         if policy is None:
             limits.append(1)  # no policy: Dagster launches one run per partition
         else:
@@ -212,8 +227,8 @@ def tabml_backfill(args: dict[str, Any]) -> dict[str, Any]:
     """raw_data -> features -> batch_predictions for many days: per the policy, or one run per day."""
     from tabml_assets.seed import run_selection
 
-    assets = ["raw_data", "features", "batch_predictions"]
-    _, defs = _tabml_definitions(args)
+    spec, defs = _tabml_definitions(args)
+    assets = spec.keys.assets("raw_data", "features", "batch_predictions")
     keys = args["days"]
     chunks = _backfill_chunks(defs, assets, keys) if args["mode"] == "policy" else [[k] for k in keys]
     with _open_instance(Path(args["dagster_home"])) as instance:
@@ -224,7 +239,7 @@ def tabml_backfill(args: dict[str, Any]) -> dict[str, Any]:
                 result = run_selection(defs, instance, assets, partition_key=chunk[0])
             else:
                 result = run_selection(defs, instance, assets, partition_range=(chunk[0], chunk[-1]))
-            rows += _row_count(result, "batch_predictions")
+            rows += _row_count(result, spec.keys.batch_predictions)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "runs": len(chunks), "partitions": len(keys), "rows": rows}
 

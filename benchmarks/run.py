@@ -322,7 +322,8 @@ class Bench:
         from tabml_assets.resources.storage import PartitionedParquetIOManager
 
         spec = workspace.spec()
-        return PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root)).partition_path("features", day.isoformat())
+        store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
+        return store.partition_path(spec.keys.features, day.isoformat())
 
     def scoring(self) -> dict[str, Any]:
         """2: batch_predictions throughput and peak RSS at two sizes, against bare model.predict."""

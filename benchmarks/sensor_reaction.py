@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from benchmarks.run import Bench
 
 log = logging.getLogger("tabml.bench")
-SENSOR_NAME = "landing_sensor"
+# Sensors are named for their project: the dev deployment benchmarks the nyc_taxi example.
+SENSOR_NAME = "nyc_taxi_landing_sensor"
 FIRST_DAY = dt.date(2025, 10, 1)
 ROWS_PER_FILE = 20_000
 SETUP_ROWS_PER_DAY = 5_000

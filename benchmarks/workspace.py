@@ -1,4 +1,4 @@
-"""Benchmark workspaces: a TABML_HOME, a conf/ copy and a DAGSTER_HOME per case, and landed trips.
+"""Benchmark workspaces: a TABML_HOME, a conf/ and examples/ copy and a DAGSTER_HOME per case, and landed trips.
 
 Cases only use tabml's public entry points (`load_spec`, `build_definitions`, `run_selection`)
 on the dev deployment, so the harness keeps measuring while the internals change.
@@ -7,20 +7,23 @@ on the dev deployment, so the harness keeps measuring while the internals change
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-from tabml_assets.ml.demo_data import generate_demo_trips
 from tabml_assets.resources.storage import write_parquet_atomic
 from tabml_assets.spec import DEFAULT_CONF_DIR, LoadedSpec, load_spec
 
 DEPLOYMENT = "dev"
+# The profiles name their projects as ../examples/<name>, so a conf/ copy needs examples/ beside it.
+EXAMPLES_DIR = DEFAULT_CONF_DIR.parent / "examples"
 # Fixed days, well inside the daily partitions (start 2025-01-01) and before any "today" the
 # benchmark runs on, so partitions and demo rows are identical from run to run.
 TRAINING_DAY = dt.date(2025, 9, 7)
@@ -46,8 +49,8 @@ class Workspace:
 
     @property
     def landing(self) -> Path:
-        spec = self.spec()
-        return Path(spec.resolve_local(spec.profile.data_source.landing_folder))
+        """The landing folder of the benchmarked project (<landing_folder>/<project>)."""
+        return self.spec().landing_folder()
 
     @property
     def mlflow_uri(self) -> str:
@@ -78,7 +81,7 @@ def create_workspace(
     home: Path | None = None,
     profile_overrides: dict[str, Any] | None = None,
 ) -> Workspace:
-    """A conf/ copy under root/name with `profile_overrides` merged into the dev profile.
+    """A conf/ and examples/ copy under root/name with `profile_overrides` merged into the dev profile.
 
     Several workspaces may share one `home` (and so one MLflow registry and parquet store)
     while reading different landing folders.
@@ -90,6 +93,7 @@ def create_workspace(
         folder = root / f"{name}_{suffix}"
     conf_dir = folder / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, conf_dir)
+    shutil.copytree(EXAMPLES_DIR, folder / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     if profile_overrides:
         profile_file = conf_dir / "profiles" / f"{DEPLOYMENT}.yaml"
         profile = yaml.safe_load(profile_file.read_text())
@@ -109,15 +113,22 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+@functools.cache
+def demo_trips() -> Callable[[dt.date, int], pd.DataFrame]:
+    """The benchmarked project's demo generator (`demo_rows` of its steps module)."""
+    demo_rows = load_spec(DEPLOYMENT).steps.demo_rows
+    if demo_rows is None:
+        raise RuntimeError(f"the {DEPLOYMENT} deployment's first project has no demo_rows to land")
+    return demo_rows
+
+
 def land_trips(folder: Path, days: Iterable[dt.date], rows_per_day: int, file_name: str | None = None) -> Path:
     """Write demo trips for `days` into one landed parquet file, as an upstream export would."""
     days = list(days)
     name = file_name or f"trips_{days[0]}_{days[-1]}_{rows_per_day}.parquet"
     path = folder / name
     if not path.exists():
-        import pandas as pd
-
-        frames = [generate_demo_trips(day, rows_per_day) for day in days]
+        frames = [demo_trips()(day, rows_per_day) for day in days]
         write_parquet_atomic(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True), path)
     return path
 

@@ -1,4 +1,9 @@
-"""The only place that assembles Definitions: the deployment is read once, here."""
+"""The only place that assembles Definitions: the deployment is read once, here.
+
+One code location holds every pipeline the deployment lists: each project's assets, checks,
+jobs, schedules and sensors carry its name, and its data source and MLflow registry are its
+own resources beside the deployment's shared ones.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +14,48 @@ from pathlib import Path
 from dagster import BetaWarning, Definitions, in_process_executor, multiprocess_executor
 
 from tabml_assets.assets import build_asset_checks, build_assets
-from tabml_assets.automation import build_automation
-from tabml_assets.resources import build_resources
-from tabml_assets.spec import LoadedSpec, load_spec
+from tabml_assets.automation import build_automation, build_run_failure_sensor
+from tabml_assets.resources import REMOTE_DEPLOYMENTS, build_resources
+from tabml_assets.spec import Deployment, LoadedSpec, load_deployment
 
 # tabml relies on BackfillPolicy and allow_nonexistent_upstream_partitions on purpose; their
 # beta notices would otherwise greet every user on every load.
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 
-def build_definitions(spec: LoadedSpec) -> Definitions:
+def build_definitions(deployment: Deployment | LoadedSpec) -> Definitions:
+    """Definitions for every project of a deployment (or for one project's spec alone)."""
+    projects = deployment.projects if isinstance(deployment, Deployment) else [deployment]
+    first = projects[0]
     # Locally, the in-process executor saves 2-4 s per step on a 2-core laptop; on Databricks
     # steps run on clusters, so several may run at once.
-    executor = in_process_executor if spec.deployment in ("dev", "test") else multiprocess_executor
-    automation = build_automation(spec, build_assets(spec))
+    executor = multiprocess_executor if first.deployment in REMOTE_DEPLOYMENTS else in_process_executor
+    assets, checks, jobs, schedules, sensors = [], [], [], [], []
+    for spec in projects:
+        automation = build_automation(spec, build_assets(spec))
+        assets += automation.assets
+        checks += [*automation.asset_checks, *build_asset_checks(spec)]
+        jobs += automation.jobs
+        schedules += automation.schedules
+        sensors += automation.sensors
     return Definitions(
-        assets=automation.assets,
-        asset_checks=[*automation.asset_checks, *build_asset_checks(spec)],
-        jobs=automation.jobs,
-        schedules=automation.schedules,
-        sensors=automation.sensors,
-        resources={**build_resources(spec), **automation.resources},
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=[*sensors, build_run_failure_sensor(first.profile)],
+        resources=build_resources(deployment),
         executor=executor,
     )
 
 
 def load_definitions() -> Definitions:
     conf_dir = os.environ.get("TABML_CONF_DIR")
-    spec = load_spec(
+    deployment = load_deployment(
         os.environ.get("TABML_DEPLOYMENT", "dev"),
         conf_dir=Path(conf_dir) if conf_dir else None,
     )
-    return build_definitions(spec)
+    return build_definitions(deployment)
 
 
 defs = load_definitions()

@@ -1,12 +1,12 @@
-"""Seed the demo so the UI is not empty: land demo files, ingest the training window, train,
-evaluate, promote and score the latest day. `make run` calls `python -m tabml_assets.seed`."""
+"""Seed the demo so the UI is not empty: for every project of the deployment, land its demo files,
+ingest the training window, train, evaluate, promote and score the latest day.
+`make run` calls `python -m tabml_assets.seed`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from dagster import (
     AssetKey,
@@ -19,7 +19,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from tabml_assets.automation.jobs import TRAINING_ASSET_NAMES
+from tabml_assets.keys import BATCH_PREDICTIONS, FEATURES, RAW_DATA
 from tabml_assets.resources.data_sources import land_demo_files
+from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import LoadedSpec
 
 log = logging.getLogger("tabml.seed")
@@ -45,7 +48,7 @@ def plan_seed(spec: LoadedSpec, today: dt.date) -> SeedPlan:
 def run_selection(
     defs: Definitions,
     instance: DagsterInstance,
-    assets: list[str],
+    assets: list[AssetKey],
     partition_key: str | None = None,
     partition_range: tuple[str, str] | None = None,
     raise_on_error: bool = True,
@@ -58,7 +61,7 @@ def run_selection(
     return job.execute_in_process(
         instance=instance,
         partition_key=partition_key,
-        asset_selection=[AssetKey(a) for a in assets],
+        asset_selection=list(assets),
         tags=tags,
         raise_on_error=raise_on_error,
     )
@@ -67,25 +70,32 @@ def run_selection(
 def seed_demo(defs: Definitions, spec: LoadedSpec, instance: DagsterInstance, today: dt.date) -> SeedPlan:
     plan = plan_seed(spec, today)
     source = spec.profile.data_source
+    keys = spec.keys
     if source.kind == "landing_folder":
-        land_demo_files(Path(spec.resolve_local(source.landing_folder)), plan.ingest_days, source.demo_rows_per_day)
+        if spec.steps.demo_rows is None:
+            raise ValueError(f"{spec.name}: the steps module has no demo_rows, so there is nothing to seed")
+        land_demo_files(spec.landing_folder(), plan.ingest_days, source.demo_rows_per_day, spec.steps.demo_rows)
     first, last = plan.ingest_days[0].isoformat(), plan.ingest_days[-1].isoformat()
-    log.info("ingesting %s .. %s", first, last)
-    run_selection(defs, instance, ["raw_data", "features"], partition_range=(first, last))
-    log.info("training, evaluating and promoting on the window ending %s", plan.training_day)
+    log.info("%s: ingesting %s .. %s", spec.name, first, last)
+    run_selection(defs, instance, keys.assets(RAW_DATA, FEATURES), partition_range=(first, last))
+    log.info("%s: training, evaluating and promoting on the window ending %s", spec.name, plan.training_day)
     run_selection(
-        defs, instance, ["trained_model", "evaluation_report", "champion_model"],
+        defs, instance, keys.assets(*TRAINING_ASSET_NAMES),
         partition_key=plan.training_day.isoformat(),
     )
-    log.info("scoring %s", plan.scoring_day)
-    run_selection(defs, instance, ["batch_predictions"], partition_key=plan.scoring_day.isoformat())
+    log.info("%s: scoring %s", spec.name, plan.scoring_day)
+    run_selection(defs, instance, keys.assets(BATCH_PREDICTIONS), partition_key=plan.scoring_day.isoformat())
     return plan
 
 
+def partition_store(spec: LoadedSpec) -> PartitionedParquetIOManager:
+    return PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
+
+
 def is_seeded(spec: LoadedSpec, today: dt.date) -> bool:
-    """True when the latest day's predictions exist, so `make run` starts at once."""
+    """True when the project's latest day's predictions exist, so `make run` starts at once."""
     scoring_key = plan_seed(spec, today).scoring_day.isoformat()
-    return (Path(spec.resolve_local(spec.profile.storage.root)) / "batch_predictions" / f"{scoring_key}.parquet").exists()
+    return partition_store(spec).partition_path(spec.keys.batch_predictions, scoring_key).exists()
 
 
 def main() -> None:
@@ -93,20 +103,26 @@ def main() -> None:
     import os
 
     from tabml_assets.definitions import build_definitions
-    from tabml_assets.spec import load_spec
+    from tabml_assets.spec import load_deployment
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-if-seeded", action="store_true", help="do nothing when the latest day is already scored")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    spec = load_spec(os.environ.get("TABML_DEPLOYMENT", "dev"))
+    deployment = load_deployment(os.environ.get("TABML_DEPLOYMENT", "dev"))
     today = dt.datetime.now(dt.UTC).date()
-    if args.skip_if_seeded and is_seeded(spec, today):
+    pending = [s for s in deployment.projects if not (args.skip_if_seeded and is_seeded(s, today))]
+    if not pending:
         log.info("demo already seeded for %s; starting the UI", today)
         return
-    defs = build_definitions(spec)
-    plan = seed_demo(defs, spec, DagsterInstance.get(), today)
-    log.info("seeded: %d days ingested, model trained on %s, %s scored", len(plan.ingest_days), plan.training_day, plan.scoring_day)
+    defs = build_definitions(deployment)
+    instance = DagsterInstance.get()
+    for spec in pending:
+        plan = seed_demo(defs, spec, instance, today)
+        log.info(
+            "%s seeded: %d days ingested, model trained on %s, %s scored",
+            spec.name, len(plan.ingest_days), plan.training_day, plan.scoring_day,
+        )
 
 
 if __name__ == "__main__":

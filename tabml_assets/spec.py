@@ -1,4 +1,6 @@
-"""The pipeline spec: pipeline.yaml plus one profile per deployment, validated when definitions load.
+"""The pipeline spec: one project folder per pipeline (pipeline.yaml, the project's steps module,
+optional profiles/<deployment>.yaml) and one profile per deployment that lists the projects it
+runs; everything validated when definitions load.
 
 Every validation error names the file, the key, what was expected and what was found, so
 `dagster definitions validate` tells a user exactly which line of which YAML to fix.
@@ -9,28 +11,76 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tabml_assets.keys import PipelineKeys
+from tabml_assets.steps import ProjectSteps, check_steps_fit_spec, load_steps
+
 DEPLOYMENTS = ("dev", "test", "staging", "prod")
 DEFAULT_CONF_DIR = Path(__file__).parent / "conf"
+PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 
-# Estimators that pipeline.yaml may name. Config never imports arbitrary classes: a spec can
-# only pick from this table.
-ESTIMATOR_ALLOW_LIST: dict[str, str] = {
-    "HistGradientBoostingRegressor": "sklearn.ensemble",
-    "GradientBoostingRegressor": "sklearn.ensemble",
-    "RandomForestRegressor": "sklearn.ensemble",
-    "ExtraTreesRegressor": "sklearn.ensemble",
-    "Ridge": "sklearn.linear_model",
-    "LinearRegression": "sklearn.linear_model",
-    "ElasticNet": "sklearn.linear_model",
+Task = Literal["regression", "binary", "multiclass"]
+ColumnType = Literal["float", "integer", "boolean", "string", "datetime"]
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """Where an allow-listed estimator lives and what it is."""
+
+    module: str
+    kind: Literal["regressor", "classifier"]
+    # tree: native categorical splits on ordinal codes; linear: one-hot and scaling.
+    family: Literal["tree", "linear"]
+
+
+# Estimators that pipeline.yaml may name. Config never imports arbitrary classes: a spec picks
+# from this table, or names a callable in its own project's steps module (`steps:<name>`).
+ESTIMATORS: dict[str, EstimatorInfo] = {
+    "HistGradientBoostingRegressor": EstimatorInfo("sklearn.ensemble", "regressor", "tree"),
+    "GradientBoostingRegressor": EstimatorInfo("sklearn.ensemble", "regressor", "tree"),
+    "RandomForestRegressor": EstimatorInfo("sklearn.ensemble", "regressor", "tree"),
+    "ExtraTreesRegressor": EstimatorInfo("sklearn.ensemble", "regressor", "tree"),
+    "Ridge": EstimatorInfo("sklearn.linear_model", "regressor", "linear"),
+    "LinearRegression": EstimatorInfo("sklearn.linear_model", "regressor", "linear"),
+    "ElasticNet": EstimatorInfo("sklearn.linear_model", "regressor", "linear"),
+    "LGBMRegressor": EstimatorInfo("lightgbm", "regressor", "tree"),
+    "XGBRegressor": EstimatorInfo("xgboost", "regressor", "tree"),
+    "HistGradientBoostingClassifier": EstimatorInfo("sklearn.ensemble", "classifier", "tree"),
+    "GradientBoostingClassifier": EstimatorInfo("sklearn.ensemble", "classifier", "tree"),
+    "RandomForestClassifier": EstimatorInfo("sklearn.ensemble", "classifier", "tree"),
+    "ExtraTreesClassifier": EstimatorInfo("sklearn.ensemble", "classifier", "tree"),
+    "LogisticRegression": EstimatorInfo("sklearn.linear_model", "classifier", "linear"),
+    "LGBMClassifier": EstimatorInfo("lightgbm", "classifier", "tree"),
+    "XGBClassifier": EstimatorInfo("xgboost", "classifier", "tree"),
 }
-METRICS = ("rmse", "mae", "r2", "mape")
-HIGHER_IS_BETTER = {"rmse": False, "mae": False, "r2": True, "mape": False}
+ESTIMATOR_ALLOW_LIST: dict[str, str] = {name: info.module for name, info in ESTIMATORS.items()}
+STEPS_PREFIX = "steps:"
+
+# Built-in metrics per task, and whether a larger value is better. Steps modules add their own.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "regression": ("rmse", "mae", "r2", "mape"),
+    "binary": ("roc_auc", "pr_auc", "log_loss", "f1", "precision", "recall", "accuracy"),
+    "multiclass": ("roc_auc", "pr_auc", "log_loss", "f1", "precision", "recall", "accuracy"),
+}
+METRICS = TASK_METRICS["regression"]
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "rmse": False, "mae": False, "r2": True, "mape": False,
+    "roc_auc": True, "pr_auc": True, "log_loss": False, "f1": True,
+    "precision": True, "recall": True, "accuracy": True,
+}
+DEFAULT_PRIMARY_METRIC: dict[str, str] = {"regression": "rmse", "binary": "roc_auc", "multiclass": "roc_auc"}
+# Column types a target of each task may have.
+TARGET_TYPES: dict[str, tuple[str, ...]] = {
+    "regression": ("float", "integer"),
+    "binary": ("boolean", "string", "integer"),
+    "multiclass": ("string", "integer"),
+}
 
 
 class SpecError(ValueError):
@@ -61,6 +111,129 @@ class SplitSpec(_Strict):
         return self
 
 
+class ColumnSpec(_Strict):
+    """One raw column: its type and the rules every row must meet (else it is quarantined)."""
+
+    type: ColumnType
+    nullable: bool = False
+    # Inclusive bounds (min/max) and exclusive ones (greater_than/less_than), for numbers.
+    min: float | None = None
+    max: float | None = None
+    greater_than: float | None = None
+    less_than: float | None = None
+    allowed: list[str | int | float | bool] | None = None
+    # A datetime after the moment of ingestion is quarantined (the event time always is).
+    not_in_future: bool = False
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> ColumnSpec:
+        bounds = [k for k in ("min", "max", "greater_than", "less_than") if getattr(self, k) is not None]
+        if bounds and self.type not in ("float", "integer"):
+            raise ValueError(f"{bounds} apply to float or integer columns, found type {self.type!r}")
+        if self.not_in_future and self.type != "datetime":
+            raise ValueError(f"not_in_future applies to datetime columns, found type {self.type!r}")
+        return self
+
+
+class ColumnComparison(_Strict):
+    """A rule across two columns of a row, e.g. `returned_at >= rented_at`; `name` is the quarantine reason."""
+
+    column: str
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    other: str
+    name: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.name or f"not {self.column} {self.op} {self.other}"
+
+
+class DatasetSpec(_Strict):
+    """The raw table a project brings: its columns, its time axis and its row rules."""
+
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    # The column that assigns each row to its daily partition.
+    event_time: str
+    # The zone of timestamps that carry none; stored and partitioned in UTC.
+    timezone: str = "UTC"
+    # Columns carrying the label: scoring rows may lack them (absent or null).
+    label_columns: list[str] = Field(default_factory=list)
+    # Columns that identify a row; null: a row identical to an earlier one is the duplicate.
+    unique_key: list[str] | None = None
+    rules: list[ColumnComparison] = Field(default_factory=list)
+    # The Databricks table the staging/prod source reads (any name `spark.table` resolves).
+    table: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone such as 'UTC' or 'America/New_York', found {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _names_are_columns(self) -> DatasetSpec:
+        known = list(self.columns)
+        if self.event_time not in self.columns:
+            raise ValueError(f"event_time {self.event_time!r} is not a column; the columns are {known}")
+        if self.columns[self.event_time].type != "datetime":
+            raise ValueError(
+                f"event_time {self.event_time!r} must be a datetime column, found type "
+                f"{self.columns[self.event_time].type!r}"
+            )
+        for key, names in (("label_columns", self.label_columns), ("unique_key", self.unique_key or [])):
+            unknown = [c for c in names if c not in self.columns]
+            if unknown:
+                raise ValueError(f"{key} {unknown} are not columns; the columns are {known}")
+        for rule in self.rules:
+            unknown = [c for c in (rule.column, rule.other) if c not in self.columns]
+            if unknown:
+                raise ValueError(f"rules: {unknown} are not columns; the columns are {known}")
+        if self.event_time in self.label_columns:
+            raise ValueError(f"the event_time {self.event_time!r} cannot be a label column")
+        return self
+
+    def is_nullable(self, column: str) -> bool:
+        return self.columns[column].nullable or column in self.label_columns
+
+
+class FeaturesSpec(_Strict):
+    """The model's inputs: raw columns and the columns the project's steps derive from them."""
+
+    # Columns the steps module's `build_features` adds to each row, with their types.
+    derived: dict[str, ColumnType] = Field(default_factory=dict)
+    columns: list[str] = Field(min_length=1)
+    categorical: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _categoricals_are_features(self) -> FeaturesSpec:
+        unknown = [c for c in self.categorical if c not in self.columns]
+        if unknown:
+            raise ValueError(f"categorical {unknown} must be listed in features.columns")
+        return self
+
+
+class TargetSpec(_Strict):
+    column: str
+    task: Task = "regression"
+    # binary: the label that counts as positive (scores are its probability); default True.
+    positive_class: str | int | bool | None = None
+    # multiclass (optional): the classes in a fixed order; default: the sorted labels seen.
+    classes: list[str | int] | None = None
+
+    @model_validator(mode="after")
+    def _class_keys_fit_task(self) -> TargetSpec:
+        if self.task == "regression" and (self.positive_class is not None or self.classes):
+            raise ValueError("positive_class and classes apply to binary and multiclass targets, found task 'regression'")
+        if self.task == "binary" and self.classes and len(self.classes) != 2:
+            raise ValueError(f"a binary target has 2 classes, found {self.classes}")
+        return self
+
+
 class EstimatorSpec(_Strict):
     class_name: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -68,11 +241,16 @@ class EstimatorSpec(_Strict):
     @field_validator("class_name")
     @classmethod
     def _allowed(cls, value: str) -> str:
-        if value not in ESTIMATOR_ALLOW_LIST:
+        if value not in ESTIMATORS and not value.startswith(STEPS_PREFIX):
             raise ValueError(
-                f"expected one of {sorted(ESTIMATOR_ALLOW_LIST)}, found {value!r}"
+                f"expected one of {sorted(ESTIMATORS)} or 'steps:<callable in the project's steps "
+                f"module>', found {value!r}"
             )
         return value
+
+    @property
+    def info(self) -> EstimatorInfo | None:
+        return ESTIMATORS.get(self.class_name)
 
 
 class Threshold(_Strict):
@@ -88,7 +266,8 @@ class Threshold(_Strict):
 
 class ValidationSpec(_Strict):
     run_mode: Literal["disabled", "dry_run", "enabled"] = "enabled"
-    criteria: dict[Literal["rmse", "mae", "r2", "mape"], Threshold] = Field(default_factory=dict)
+    # Metric name -> bound; built-in metrics of the task or the steps module's own.
+    criteria: dict[str, Threshold] = Field(default_factory=dict)
     min_improvement_over_champion_pct: float | None = None
 
 
@@ -124,13 +303,13 @@ class AutomationSpec(_Strict):
 class DataQualitySpec(_Strict):
     psi_warn_threshold: float = Field(default=0.2, gt=0)
     psi_bins: int = Field(default=10, ge=2, le=100)
-    drift_columns: list[str] = Field(
-        default_factory=lambda: ["trip_distance", "trip_duration_minutes", "pickup_hour"]
-    )
+    # Feature columns whose drift is measured against the champion's training window.
+    drift_columns: list[str] = Field(default_factory=list)
     drift_reference_max_rows: int = Field(default=20_000, ge=100)
     max_quarantine_fraction: float = Field(default=0.5, ge=0, le=1)
-    plausible_prediction_min: float = 0.0
-    plausible_prediction_max: float = 1000.0
+    # Regression only: predictions outside this range WARN (null: no bound).
+    plausible_prediction_min: float | None = None
+    plausible_prediction_max: float | None = None
 
 
 class RetrySpec(_Strict):
@@ -139,43 +318,107 @@ class RetrySpec(_Strict):
 
 
 class PipelineSpec(_Strict):
-    target_column: str
-    feature_columns: list[str] = Field(min_length=1)
-    categorical_columns: list[str] = Field(default_factory=list)
+    """One project's pipeline.yaml: its dataset, features, target, model and promotion gate."""
+
+    name: str = Field(pattern=PROJECT_NAME_PATTERN)
+    description: str = ""
+    # The project's own code (a .py file or a package folder), relative to the project folder.
+    steps: str | None = None
+    dataset: DatasetSpec
+    features: FeaturesSpec
+    target: TargetSpec
     partitions: PartitionsSpec
     split: SplitSpec
     training_window_days: int = Field(ge=1, le=366)
     estimator: EstimatorSpec
-    primary_metric: Literal["rmse", "mae", "r2", "mape"] = "rmse"
+    primary_metric: str | None = None
     validation: ValidationSpec = ValidationSpec()
     automation: AutomationSpec = AutomationSpec()
     data_quality: DataQualitySpec = DataQualitySpec()
     retries: RetrySpec = RetrySpec()
 
-    @model_validator(mode="after")
-    def _categoricals_are_features(self) -> PipelineSpec:
-        unknown = [c for c in self.categorical_columns if c not in self.feature_columns]
-        if unknown:
-            raise ValueError(
-                f"categorical_columns must be listed in feature_columns, found {unknown}"
-            )
-        return self
+    @property
+    def target_column(self) -> str:
+        return self.target.column
+
+    @property
+    def task(self) -> str:
+        return self.target.task
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return self.features.columns
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return self.features.categorical
+
+    @property
+    def event_time(self) -> str:
+        return self.dataset.event_time
+
+    @property
+    def metric(self) -> str:
+        """The primary metric: the spec's, or the task's default."""
+        return self.primary_metric or DEFAULT_PRIMARY_METRIC[self.target.task]
+
+    def feature_table_types(self) -> dict[str, str]:
+        """Every column the features asset can hold (raw and derived), with its type."""
+        types: dict[str, str] = {name: column.type for name, column in self.dataset.columns.items()}
+        types.update(self.features.derived)
+        return types
 
     @model_validator(mode="after")
-    def _drift_columns_are_features(self) -> PipelineSpec:
-        unknown = [c for c in self.data_quality.drift_columns if c not in self.feature_columns]
-        if unknown:
-            raise ValueError(
-                f"data_quality.drift_columns must be listed in feature_columns, found {unknown}"
+    def _names_exist(self) -> PipelineSpec:
+        types = self.feature_table_types()
+        known = list(types)
+        problems = []
+        for key, names in (
+            ("features.columns", self.features.columns),
+            ("data_quality.drift_columns", self.data_quality.drift_columns),
+        ):
+            unknown = [c for c in names if c not in types]
+            if unknown:
+                problems.append(
+                    f"{key}: {unknown} are neither dataset columns nor features.derived; "
+                    f"the columns are {known}"
+                )
+        if self.target.column not in types:
+            problems.append(
+                f"target.column: {self.target.column!r} is neither a dataset column nor in "
+                f"features.derived; the columns are {known}"
             )
+        elif types[self.target.column] not in TARGET_TYPES[self.target.task]:
+            problems.append(
+                f"target.column: a {self.target.task} target must be of type "
+                f"{' or '.join(TARGET_TYPES[self.target.task])}, found {self.target.column!r} "
+                f"of type {types[self.target.column]!r}"
+            )
+        if self.target.column in self.features.columns:
+            problems.append(f"features.columns: the target {self.target.column!r} cannot be a model input")
+        unknown_drift = [c for c in self.data_quality.drift_columns if c not in self.features.columns]
+        if unknown_drift and not problems:
+            problems.append(f"data_quality.drift_columns: {unknown_drift} must be listed in features.columns")
+        info = self.estimator.info
+        wanted = "regressor" if self.target.task == "regression" else "classifier"
+        if info is not None and info.kind != wanted:
+            problems.append(
+                f"estimator.class: a {self.target.task} target needs a {wanted}, found "
+                f"{self.estimator.class_name!r} (a {info.kind})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
 class DataSourceProfile(_Strict):
-    kind: Literal["landing_folder", "demo", "databricks_table"]
+    # steps: the project's own `load_day` loader.
+    kind: Literal["landing_folder", "demo", "databricks_table", "steps"]
+    # One subfolder per project: <landing_folder>/<project>/.
     landing_folder: str = "landing"
     demo_rows_per_day: int = Field(default=2000, ge=1)
-    table: str = "samples.nyctaxi.trips"
+    # Overrides the dataset's `table` for this deployment.
+    table: str | None = None
 
 
 class StorageProfile(_Strict):
@@ -186,8 +429,9 @@ class StorageProfile(_Strict):
 class MlflowProfile(_Strict):
     tracking_uri: str
     registry_uri: str
-    experiment_name: str
-    model_name: str
+    # `{project}` is replaced by each project's name.
+    experiment_name: str = "tabml-{project}"
+    model_name: str = "tabml_{project}"
     artifact_location: str | None = None
 
 
@@ -331,6 +575,10 @@ class NotificationsProfile(_Strict):
 
 
 class Profile(_Strict):
+    """One deployment: which projects it runs and where their data, models and runs live."""
+
+    # Project folders (each with a pipeline.yaml), relative to this conf folder or absolute.
+    projects: list[str] = Field(min_length=1)
     data_source: DataSourceProfile
     storage: StorageProfile
     mlflow: MlflowProfile
@@ -338,20 +586,38 @@ class Profile(_Strict):
     schedules: StatusProfile = StatusProfile()
     sensors: SensorsProfile = SensorsProfile()
     notifications: NotificationsProfile = NotificationsProfile()
+
+
+class ProjectProfile(_Strict):
+    """A project's own profiles/<deployment>.yaml: what differs for it in that deployment."""
+
+    data_source: dict[str, Any] = Field(default_factory=dict)
+    mlflow: dict[str, Any] = Field(default_factory=dict)
     pipeline_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class LoadedSpec(BaseModel):
-    """The pipeline spec with one deployment's profile applied."""
+    """One project's pipeline spec with one deployment's profile applied: what builders take."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     deployment: str
     pipeline: PipelineSpec
+    # The deployment's profile with the project's own overrides merged in ({project} filled).
     profile: Profile
+    project_folder: Path
     pipeline_file: Path
     profile_file: Path
     tabml_home: Path
+    steps: ProjectSteps
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    @property
+    def keys(self) -> PipelineKeys:
+        return PipelineKeys(self.pipeline.name)
 
     def resolve_local(self, value: str) -> str:
         """Fill `{tabml_home}` and anchor relative paths in TABML_HOME (dev and test)."""
@@ -359,6 +625,39 @@ class LoadedSpec(BaseModel):
         if "://" in value or value.startswith("/") or value == "databricks" or value == "databricks-uc":
             return value
         return str(self.tabml_home / value)
+
+    def landing_folder(self) -> Path:
+        return Path(self.resolve_local(self.profile.data_source.landing_folder)) / self.name
+
+    def artifacts_folder(self) -> Path:
+        return Path(self.resolve_local(self.profile.storage.artifacts)) / self.name
+
+    def source_table(self) -> str:
+        table = self.profile.data_source.table or self.pipeline.dataset.table
+        if table is None:
+            raise SpecError(
+                f"{self.pipeline_file}: key `dataset.table`: the {self.deployment} deployment reads a "
+                "Databricks table, but neither dataset.table nor the profile's data_source.table names one"
+            )
+        return table
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Every project a deployment runs, each as its own LoadedSpec."""
+
+    deployment: str
+    profile_file: Path
+    projects: list[LoadedSpec]
+
+    def project(self, name: str) -> LoadedSpec:
+        for spec in self.projects:
+            if spec.name == name:
+                return spec
+        raise SpecError(
+            f"{self.profile_file}: no project named {name!r}; the deployment runs "
+            f"{[s.name for s in self.projects]}"
+        )
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -388,12 +687,17 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
         found = "" if item["type"] == "missing" else f"; found {_describe(item.get('input'))}"
         if item["type"].startswith(("float", "int", "bool", "string", "date", "literal", "list", "dict")):
             message = f"expected {message[0].lower()}{message[1:]}"
+        if item["type"] == "value_error":
+            # Our own validators already say what was found.
+            found = ""
         lines.append(f"  key `{key}`: {message}{found if 'found' not in message else ''}")
     return "\n".join(lines)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, required: bool = True) -> dict[str, Any]:
     if not path.is_file():
+        if not required:
+            return {}
         raise SpecError(f"{path}: file not found")
     try:
         data = yaml.safe_load(path.read_text())
@@ -406,44 +710,107 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_spec(
+def _fill_project(value: Any, project: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{project}", project)
+    if isinstance(value, dict):
+        return {k: _fill_project(v, project) for k, v in value.items()}
+    return value
+
+
+def load_project(
+    deployment: str,
+    folder: Path,
+    raw_profile: dict[str, Any],
+    profile_file: Path,
+    tabml_home: Path,
+) -> LoadedSpec:
+    """One project folder (pipeline.yaml, its steps, profiles/<deployment>.yaml), validated."""
+    pipeline_file = folder / "pipeline.yaml"
+    project_profile_file = folder / "profiles" / f"{deployment}.yaml"
+    raw_pipeline = _read_yaml(pipeline_file)
+    try:
+        project_profile = ProjectProfile.model_validate(_read_yaml(project_profile_file, required=False))
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(project_profile_file, exc)) from None
+    merged = _deep_merge(raw_pipeline, project_profile.pipeline_overrides)
+    try:
+        pipeline = PipelineSpec.model_validate(merged)
+    except ValidationError as exc:
+        # Blame the project's profile when its overrides introduced the bad key.
+        blamed = pipeline_file
+        for item in exc.errors():
+            top = item["loc"][0] if item["loc"] else None
+            if top in project_profile.pipeline_overrides:
+                blamed = project_profile_file
+        raise SpecError(_format_validation_error(blamed, exc)) from None
+    profile_data = _deep_merge(
+        raw_profile, {"data_source": project_profile.data_source, "mlflow": project_profile.mlflow}
+    )
+    try:
+        profile = Profile.model_validate(_fill_project(profile_data, pipeline.name))
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(project_profile_file, exc)) from None
+    steps = load_steps(folder, pipeline, pipeline_file)
+    check_steps_fit_spec(steps, pipeline, pipeline_file)
+    return LoadedSpec(
+        deployment=deployment,
+        pipeline=pipeline,
+        profile=profile,
+        project_folder=folder,
+        pipeline_file=pipeline_file,
+        profile_file=profile_file,
+        tabml_home=tabml_home,
+        steps=steps,
+    )
+
+
+def load_deployment(
     deployment: str,
     conf_dir: Path | None = None,
     tabml_home: Path | None = None,
-) -> LoadedSpec:
-    """Load pipeline.yaml and profiles/<deployment>.yaml from `conf_dir`, validated."""
+) -> Deployment:
+    """Load profiles/<deployment>.yaml from `conf_dir` and every project it lists, validated."""
     if deployment not in DEPLOYMENTS:
         raise SpecError(
             f"TABML_DEPLOYMENT: expected one of {list(DEPLOYMENTS)}, found {deployment!r}"
         )
     conf_dir = Path(conf_dir or DEFAULT_CONF_DIR)
-    pipeline_file = conf_dir / "pipeline.yaml"
     profile_file = conf_dir / "profiles" / f"{deployment}.yaml"
-    raw_pipeline = _read_yaml(pipeline_file)
     raw_profile = _read_yaml(profile_file)
     try:
-        profile = Profile.model_validate(raw_profile)
+        Profile.model_validate(raw_profile)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(profile_file, exc)) from None
-    merged = _deep_merge(raw_pipeline, profile.pipeline_overrides)
-    try:
-        pipeline = PipelineSpec.model_validate(merged)
-    except ValidationError as exc:
-        # Blame the profile when its overrides introduced the bad key.
-        blamed = pipeline_file
-        for item in exc.errors():
-            top = item["loc"][0] if item["loc"] else None
-            if top in profile.pipeline_overrides:
-                blamed = profile_file
-        raise SpecError(_format_validation_error(blamed, exc)) from None
-    return LoadedSpec(
-        deployment=deployment,
-        pipeline=pipeline,
-        profile=profile,
-        pipeline_file=pipeline_file,
-        profile_file=profile_file,
-        tabml_home=Path(tabml_home or default_tabml_home()).resolve(),
-    )
+    home = Path(tabml_home or default_tabml_home()).resolve()
+    projects: list[LoadedSpec] = []
+    for entry in raw_profile["projects"]:
+        folder = (conf_dir / entry).resolve()
+        if not (folder / "pipeline.yaml").is_file():
+            raise SpecError(
+                f"{profile_file}: key `projects`: expected a project folder with a pipeline.yaml, "
+                f"found {entry!r} (resolves to {folder})"
+            )
+        projects.append(load_project(deployment, folder, raw_profile, profile_file, home))
+    names = [p.name for p in projects]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise SpecError(
+            f"{profile_file}: key `projects`: each project needs its own name, found {duplicated} "
+            "more than once; rename one in its pipeline.yaml (`name`)"
+        )
+    return Deployment(deployment=deployment, profile_file=profile_file, projects=projects)
+
+
+def load_spec(
+    deployment: str,
+    conf_dir: Path | None = None,
+    tabml_home: Path | None = None,
+    project: str | None = None,
+) -> LoadedSpec:
+    """One project of a deployment (by name; the first listed when not given)."""
+    loaded = load_deployment(deployment, conf_dir=conf_dir, tabml_home=tabml_home)
+    return loaded.project(project) if project else loaded.projects[0]
 
 
 def default_tabml_home() -> Path:

@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from tabml_assets.definitions import build_definitions
 from tabml_assets.spec import DEFAULT_CONF_DIR, LoadedSpec, load_spec
 
+EXAMPLES_DIR = DEFAULT_CONF_DIR.parent / "examples"
+
 # A fixed "today" keeps partitions and demo rows identical from run to run.
 TODAY = dt.date(2026, 3, 10)
 
@@ -28,10 +30,20 @@ def tabml_home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def conf_dir(tmp_path: Path) -> Path:
-    """A writable copy of the packaged conf/ that a test may edit."""
+    """A writable copy of the packaged conf/ and examples/ that a test may edit.
+
+    The profiles list their projects as ../examples/<name>, so the copy keeps that layout.
+    """
     target = tmp_path / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, target)
+    shutil.copytree(EXAMPLES_DIR, tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+@pytest.fixture
+def project_dir(conf_dir: Path) -> Path:
+    """The writable copy of the nyc_taxi example project (its pipeline.yaml, steps, profiles)."""
+    return conf_dir.parent / "examples" / "nyc_taxi"
 
 
 @pytest.fixture

@@ -44,10 +44,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 from mlflow.tracking import MlflowClient
 
-from tabml_assets.automation.freshness import BATCH_PREDICTIONS, TRAINED_MODEL
 from tabml_assets.automation.landing import landing_run_key, scan_landing_folder
 from tabml_assets.definitions import build_definitions
-from tabml_assets.ml.demo_data import generate_demo_trips
 from tabml_assets.resources.model_registry import CHAMPION
 from tabml_assets.resources.notifier import (
     LogNotifier,
@@ -61,14 +59,30 @@ from tabml_assets_tests.dagster_dev_server import REPO_ROOT
 
 DAYS = ["2026-03-04", "2026-03-05", "2026-03-06"]
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
+# The example project the test deployment runs; every asset, job, schedule and sensor carries its name.
+RAW_DATA, FEATURES = AssetKey(["nyc_taxi", "raw_data"]), AssetKey(["nyc_taxi", "features"])
+TRAINED_MODEL, BATCH_PREDICTIONS = AssetKey(["nyc_taxi", "trained_model"]), AssetKey(["nyc_taxi", "batch_predictions"])
+LANDING_SENSOR = "nyc_taxi_landing_sensor"
+CHAMPION_SENSOR = "nyc_taxi_champion_sensor"
+RETRAINING_SENSOR = "nyc_taxi_retraining_sensor"
+SCORING_JOB = "nyc_taxi_scoring_job"
 
 
-def edit_profile(conf_dir: Path, deployment: str = "test", **sections: dict) -> None:
-    path = conf_dir / "profiles" / f"{deployment}.yaml"
-    profile = yaml.safe_load(path.read_text())
+def _update_yaml(path: Path, sections: dict[str, dict]) -> None:
+    profile = yaml.safe_load(path.read_text()) if path.exists() else {}
     for key, values in sections.items():
         profile.setdefault(key, {}).update(values)
     path.write_text(yaml.safe_dump(profile))
+
+
+def edit_profile(conf_dir: Path, deployment: str = "test", **sections: dict) -> None:
+    """Update sections of the deployment's profile (conf/profiles/<deployment>.yaml)."""
+    _update_yaml(conf_dir / "profiles" / f"{deployment}.yaml", sections)
+
+
+def edit_project_profile(project_dir: Path, deployment: str = "test", **sections: dict) -> None:
+    """Update sections of the project's own profiles/<deployment>.yaml (e.g. pipeline_overrides)."""
+    _update_yaml(project_dir / "profiles" / f"{deployment}.yaml", sections)
 
 
 @pytest.fixture
@@ -80,7 +94,8 @@ def landing_spec(conf_dir: Path, tabml_home: Path) -> LoadedSpec:
         sensors={"default_status": "RUNNING", "minimum_interval_seconds": 5},
     )
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
-    (tabml_home / "landing").mkdir()
+    assert spec.landing_folder() == tabml_home / "landing" / "nyc_taxi"
+    spec.landing_folder().mkdir(parents=True)
     return spec
 
 
@@ -89,12 +104,21 @@ def landing_defs(landing_spec: LoadedSpec) -> Definitions:
     return build_definitions(landing_spec)
 
 
-def land(folder: Path, name: str, days: list[str], rows_per_day: int = 20, csv: bool = False) -> Path:
-    """Drop one file holding `rows_per_day` demo trips for each of `days`."""
+def land(
+    spec: LoadedSpec,
+    name: str,
+    days: list[str],
+    rows_per_day: int = 20,
+    csv: bool = False,
+    folder: Path | None = None,
+) -> Path:
+    """Drop one file holding `rows_per_day` of the project's demo trips for each of `days`
+    into `folder` (default: the project's landing folder)."""
+    assert spec.steps.demo_rows is not None
     frame = pd.concat(
-        [generate_demo_trips(dt.date.fromisoformat(d), rows_per_day) for d in days], ignore_index=True
+        [spec.steps.demo_rows(dt.date.fromisoformat(d), rows_per_day) for d in days], ignore_index=True
     )
-    path = folder / name
+    path = (folder or spec.landing_folder()) / name
     if csv:
         frame.to_csv(path, index=False)
     else:
@@ -140,115 +164,115 @@ def report_materialization(instance: DagsterInstance, asset: AssetKey, partition
 
 
 def test_file_with_three_days_requests_exactly_those_partitions(
-    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
+    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
-    land(tabml_home / "landing", "trips.parquet", DAYS)
+    land(landing_spec, "trips.parquet", DAYS)
     with freeze_time(NOW):
-        first = tick(landing_defs, "landing_sensor", instance, None)
+        first = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert partitions_of(first) == DAYS
-    assert {r.job_name for r in first.run_requests} <= {None, "scoring_job"}
+    assert {r.job_name for r in first.run_requests} <= {None, SCORING_JOB}
     # No champion yet: the days are ingested, scoring waits for a model.
-    assert all(set(r.asset_selection) == {AssetKey("raw_data"), AssetKey("features")} for r in first.run_requests)
+    assert all(set(r.asset_selection) == {RAW_DATA, FEATURES} for r in first.run_requests)
     assert all(r.tags["tabml/landing_files"] == "trips.parquet" for r in first.run_requests)
 
     # The persisted cursor remembers the file: the same content requests nothing.
     state = json.loads(first.cursor)
     assert set(state["files"]["trips.parquet"]["days"]) == set(DAYS)
     with freeze_time(NOW):
-        again = tick(landing_defs, "landing_sensor", instance, first.cursor)
+        again = tick(landing_defs, LANDING_SENSOR, instance, first.cursor)
     assert again.run_requests == []
     assert "no new or changed landing files" in again.skip_message
 
     # Even with the cursor lost, the same content yields the same run keys, which Dagster runs once.
     with freeze_time(NOW):
-        lost = tick(landing_defs, "landing_sensor", instance, None)
+        lost = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert sorted(r.run_key for r in lost.run_requests) == sorted(r.run_key for r in first.run_requests)
 
 
 def test_changed_file_requests_old_and_new_days_and_csv_is_read(
-    landing_defs: Definitions, instance: DagsterInstance, tabml_home: Path
+    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
-    folder = tabml_home / "landing"
-    land(folder, "trips.csv", DAYS[:2], csv=True)
+    folder = landing_spec.landing_folder()
+    land(landing_spec, "trips.csv", DAYS[:2], csv=True)
     with freeze_time(NOW):
-        first = tick(landing_defs, "landing_sensor", instance, None)
+        first = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert partitions_of(first) == DAYS[:2]
 
     # The file is replaced by one holding days 2 and 3: day 1 lost its rows, day 3 gained some.
-    land(folder, "trips.csv", DAYS[1:], rows_per_day=25, csv=True)
+    land(landing_spec, "trips.csv", DAYS[1:], rows_per_day=25, csv=True)
     with freeze_time(NOW):
-        second = tick(landing_defs, "landing_sensor", instance, first.cursor)
+        second = tick(landing_defs, LANDING_SENSOR, instance, first.cursor)
     assert partitions_of(second) == DAYS
     assert not {r.run_key for r in second.run_requests} & {r.run_key for r in first.run_requests}
 
     # Deleting the file re-ingests its days without it.
     (folder / "trips.csv").unlink()
     with freeze_time(NOW):
-        third = tick(landing_defs, "landing_sensor", instance, second.cursor)
+        third = tick(landing_defs, LANDING_SENSOR, instance, second.cursor)
     assert partitions_of(third) == DAYS[1:]
     assert json.loads(third.cursor)["files"] == {}
 
 
 def test_days_already_ingested_after_the_file_landed_are_not_rerun(
-    landing_defs: Definitions, instance: DagsterInstance, tabml_home: Path
+    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
-    land(tabml_home / "landing", "trips.parquet", DAYS[:1])
-    run_selection(landing_defs, instance, ["raw_data"], partition_key=DAYS[0])
+    land(landing_spec, "trips.parquet", DAYS[:1])
+    run_selection(landing_defs, instance, [RAW_DATA], partition_key=DAYS[0])
     with freeze_time(NOW):
-        result = tick(landing_defs, "landing_sensor", instance, None)
+        result = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert result.run_requests == []
     assert "trips.parquet" in json.loads(result.cursor)["files"]
 
 
 def test_unreadable_file_is_reported_and_other_files_still_run(
-    landing_defs: Definitions, instance: DagsterInstance, tabml_home: Path
+    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
-    folder = tabml_home / "landing"
+    folder = landing_spec.landing_folder()
     (folder / "broken.csv").write_text("tpep_pickup_datetime,fare_amount\nnot a date,3\n")
     with freeze_time(NOW):
-        only_broken = tick(landing_defs, "landing_sensor", instance, None)
+        only_broken = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert only_broken.run_requests == []
     assert "broken.csv unreadable" in only_broken.skip_message
     assert "missing column" in json.loads(only_broken.cursor)["files"]["broken.csv"]["error"]
 
-    land(folder, "good.parquet", DAYS[:1])
+    land(landing_spec, "good.parquet", DAYS[:1])
     with freeze_time(NOW):
-        result = tick(landing_defs, "landing_sensor", instance, only_broken.cursor)
+        result = tick(landing_defs, LANDING_SENSOR, instance, only_broken.cursor)
     assert partitions_of(result) == DAYS[:1]
 
 
 def test_today_waits_until_its_partition_exists(
-    landing_defs: Definitions, instance: DagsterInstance, tabml_home: Path
+    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
-    land(tabml_home / "landing", "late.parquet", ["2026-03-09", "2026-03-10"])
+    land(landing_spec, "late.parquet", ["2026-03-09", "2026-03-10"])
     with freeze_time(NOW):
-        first = tick(landing_defs, "landing_sensor", instance, None)
+        first = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert partitions_of(first) == ["2026-03-09"]
     assert list(json.loads(first.cursor)["pending"]) == ["2026-03-10"]
     with freeze_time(NOW + dt.timedelta(days=1)):
-        next_day = tick(landing_defs, "landing_sensor", instance, first.cursor)
+        next_day = tick(landing_defs, LANDING_SENSOR, instance, first.cursor)
     assert partitions_of(next_day) == ["2026-03-10"]
 
 
 def test_days_an_in_flight_backfill_writes_are_held_back(
-    landing_defs: Definitions, instance: DagsterInstance, tabml_home: Path
+    landing_defs: Definitions, landing_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
     backfill_run = create_run_for_test(
         instance,
         job_name="__ASSET_JOB",
         status=DagsterRunStatus.STARTED,
         tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[1]},
-        asset_selection={AssetKey("raw_data"), AssetKey("features")},
+        asset_selection={RAW_DATA, FEATURES},
     )
-    land(tabml_home / "landing", "trips.parquet", DAYS)
+    land(landing_spec, "trips.parquet", DAYS)
     with freeze_time(NOW):
-        first = tick(landing_defs, "landing_sensor", instance, None)
+        first = tick(landing_defs, LANDING_SENSOR, instance, None)
     assert partitions_of(first) == DAYS[2:]
     assert sorted(json.loads(first.cursor)["pending"]) == DAYS[:2]
 
     instance.report_run_canceled(backfill_run)
     with freeze_time(NOW):
-        second = tick(landing_defs, "landing_sensor", instance, first.cursor)
+        second = tick(landing_defs, LANDING_SENSOR, instance, first.cursor)
     assert partitions_of(second) == DAYS[:2]
     assert json.loads(second.cursor)["pending"] == {}
 
@@ -261,18 +285,19 @@ def test_run_key_depends_on_content_only() -> None:
     assert key != landing_run_key("2026-03-05", changed, ["a.parquet", "b.csv"])
 
 
-def test_scan_reads_only_changed_files(tmp_path: Path) -> None:
-    path = land(tmp_path, "trips.parquet", DAYS[:1])
-    first = scan_landing_folder([path], {})
+def test_scan_reads_only_changed_files(test_spec: LoadedSpec, tmp_path: Path) -> None:
+    dataset = test_spec.pipeline.dataset
+    path = land(test_spec, "trips.parquet", DAYS[:1], folder=tmp_path)
+    first = scan_landing_folder([path], {}, dataset)
     assert first.changed == {"trips.parquet": first.files["trips.parquet"].sha256}
     os.utime(path, (0, 0))  # touching a file is not a change
-    assert scan_landing_folder([path], first.files).changed == {}
+    assert scan_landing_folder([path], first.files, dataset).changed == {}
 
 
 def test_demo_and_databricks_sources_have_no_landing_sensor(test_defs: Definitions) -> None:
     names = {s.name for s in test_defs.get_repository_def().sensor_defs}
-    assert "landing_sensor" not in names
-    assert {"champion_sensor", "retraining_sensor", "run_failure_alert_sensor"} <= names
+    assert LANDING_SENSOR not in names
+    assert {CHAMPION_SENSOR, RETRAINING_SENSOR, "run_failure_alert_sensor"} <= names
 
 
 # --- champion sensor ------------------------------------------------------------------------
@@ -284,27 +309,27 @@ def test_new_champion_rescores_the_last_k_days_scored_by_another_version(
     model_name = test_spec.profile.mlflow.model_name
     first, second = register_versions(tabml_home, model_name, 2)
     client = registry_client(tabml_home)
-    assert tick(test_defs, "champion_sensor", instance, None).run_requests == []  # no alias yet
+    assert tick(test_defs, CHAMPION_SENSOR, instance, None).run_requests == []  # no alias yet
 
     client.set_registered_model_alias(model_name, CHAMPION, first)
     days = [f"2026-03-0{d}" for d in range(1, 10)]
     for day in days:
         report_materialization(instance, BATCH_PREDICTIONS, day, model_version=first)
-    settled = tick(test_defs, "champion_sensor", instance, None)
+    settled = tick(test_defs, CHAMPION_SENSOR, instance, None)
     assert settled.run_requests == []  # predictions already use the champion
     assert json.loads(settled.cursor)["version"] == first
 
     client.set_registered_model_alias(model_name, CHAMPION, second)
     k = test_spec.pipeline.automation.rescore_partitions_on_new_champion
-    moved = tick(test_defs, "champion_sensor", instance, settled.cursor)
+    moved = tick(test_defs, CHAMPION_SENSOR, instance, settled.cursor)
     assert partitions_of(moved) == days[-k:]
     assert all(r.asset_selection == [BATCH_PREDICTIONS] for r in moved.run_requests)
     assert all(f":v{second}:" in r.run_key for r in moved.run_requests)
-    assert tick(test_defs, "champion_sensor", instance, moved.cursor).run_requests == []
+    assert tick(test_defs, CHAMPION_SENSOR, instance, moved.cursor).run_requests == []
 
     # A day already rescored by the new champion is left alone after a lost cursor.
     report_materialization(instance, BATCH_PREDICTIONS, days[-1], model_version=second)
-    after_loss = tick(test_defs, "champion_sensor", instance, None)
+    after_loss = tick(test_defs, CHAMPION_SENSOR, instance, None)
     assert partitions_of(after_loss) == days[-k:-1]
 
 
@@ -315,18 +340,18 @@ def test_retraining_on_new_feature_days_and_on_staleness(
     test_defs: Definitions, test_spec: LoadedSpec, instance: DagsterInstance
 ) -> None:
     automation = test_spec.pipeline.automation
-    assert tick(test_defs, "retraining_sensor", instance, None).run_requests == []  # nothing trained
+    assert tick(test_defs, RETRAINING_SENSOR, instance, None).run_requests == []  # nothing trained
     with freeze_time(NOW):
         report_materialization(instance, TRAINED_MODEL, "2026-03-01")
         new_days = [f"2026-03-{d:02d}" for d in range(2, 2 + automation.retrain_after_new_partitions)]
         for day in ["2026-02-28", "2026-03-01", *new_days[:-1]]:
-            report_materialization(instance, AssetKey("features"), day)
-        fresh = tick(test_defs, "retraining_sensor", instance, None)
+            report_materialization(instance, FEATURES, day)
+        fresh = tick(test_defs, RETRAINING_SENSOR, instance, None)
         assert fresh.run_requests == []
         assert f"{len(new_days) - 1} of {len(new_days)} new feature days" in fresh.skip_message
 
-        report_materialization(instance, AssetKey("features"), new_days[-1])
-        enough = tick(test_defs, "retraining_sensor", instance, None)
+        report_materialization(instance, FEATURES, new_days[-1])
+        enough = tick(test_defs, RETRAINING_SENSOR, instance, None)
     assert [r.partition_key for r in enough.run_requests] == [new_days[-1]]
     assert enough.run_requests[0].tags["tabml/trigger"] == "new_feature_partitions"
 
@@ -337,11 +362,11 @@ def test_retraining_when_the_model_fails_its_freshness(
     fail_hours = test_spec.pipeline.automation.model_freshness_fail_hours
     with freeze_time(NOW):
         report_materialization(instance, TRAINED_MODEL, "2026-03-01")
-        report_materialization(instance, AssetKey("features"), "2026-03-02")
+        report_materialization(instance, FEATURES, "2026-03-02")
     with freeze_time(NOW + dt.timedelta(hours=fail_hours - 1)):
-        assert tick(test_defs, "retraining_sensor", instance, None).run_requests == []
+        assert tick(test_defs, RETRAINING_SENSOR, instance, None).run_requests == []
     with freeze_time(NOW + dt.timedelta(hours=fail_hours + 1)):
-        stale = tick(test_defs, "retraining_sensor", instance, None)
+        stale = tick(test_defs, RETRAINING_SENSOR, instance, None)
     assert [r.partition_key for r in stale.run_requests] == ["2026-03-02"]
     assert stale.run_requests[0].tags["tabml/trigger"] == "stale_model"
 
@@ -352,8 +377,14 @@ def test_retraining_when_the_model_fails_its_freshness(
 @pytest.mark.parametrize(
     ("name", "job", "tick_time", "partition"),
     [
-        ("daily_scoring_schedule", "scoring_job", dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC), "2026-03-09"),
-        ("retraining_schedule", "training_job", dt.datetime(2026, 3, 9, 3, 0, tzinfo=dt.UTC), "2026-03-08"),
+        (
+            "nyc_taxi_daily_scoring_schedule", "nyc_taxi_scoring_job",
+            dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC), "2026-03-09",
+        ),
+        (
+            "nyc_taxi_retraining_schedule", "nyc_taxi_training_job",
+            dt.datetime(2026, 3, 9, 3, 0, tzinfo=dt.UTC), "2026-03-08",
+        ),
     ],
 )
 def test_schedules_request_the_day_that_just_closed(
@@ -374,23 +405,22 @@ def test_schedules_request_the_day_that_just_closed(
 
 
 def test_schedule_and_sensor_status_come_from_the_profile(
-    conf_dir: Path, tabml_home: Path, test_defs: Definitions
+    conf_dir: Path, project_dir: Path, tabml_home: Path, test_defs: Definitions
 ) -> None:
     repository = test_defs.get_repository_def()
     assert {s.default_status.value for s in repository.sensor_defs} == {"STOPPED"}
     assert {s.default_status.value for s in repository.schedule_defs} == {"STOPPED"}
-    edit_profile(
-        conf_dir,
-        schedules={"default_status": "RUNNING"},
-        pipeline_overrides={"automation": {"scoring_cron": "15 1 * * *"}},
-    )
+    edit_profile(conf_dir, schedules={"default_status": "RUNNING"})
+    edit_project_profile(project_dir, pipeline_overrides={"automation": {"scoring_cron": "15 1 * * *"}})
     repository = build_definitions(load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)).get_repository_def()
     assert {s.default_status.value for s in repository.schedule_defs} == {"RUNNING"}
-    assert repository.get_schedule_def("daily_scoring_schedule").cron_schedule == "15 1 * * *"
+    assert repository.get_schedule_def("nyc_taxi_daily_scoring_schedule").cron_schedule == "15 1 * * *"
 
 
-def test_invalid_automation_values_name_file_and_key(conf_dir: Path, tabml_home: Path) -> None:
-    pipeline = conf_dir / "pipeline.yaml"
+def test_invalid_automation_values_name_file_and_key(
+    conf_dir: Path, project_dir: Path, tabml_home: Path
+) -> None:
+    pipeline = project_dir / "pipeline.yaml"
     text = pipeline.read_text()
     pipeline.write_text(text.replace('scoring_cron: "30 0 * * *"', 'scoring_cron: "every day"'))
     with pytest.raises(SpecError, match=r"key `automation.scoring_cron`: expected a cron string .*'every day'"):
@@ -411,11 +441,11 @@ def test_freshness_policies_come_from_the_spec(test_defs: Definitions, test_spec
     assert model_policy.warn_window.to_timedelta() == dt.timedelta(hours=automation.model_freshness_warn_hours)
     predictions_policy = graph.get(BATCH_PREDICTIONS).freshness_policy
     assert predictions_policy.deadline_cron == automation.predictions_deadline_cron
-    assert graph.get(AssetKey("features")).freshness_policy is None
+    assert graph.get(FEATURES).freshness_policy is None
 
 
 def run_predictions_freshness_check(defs: Definitions, instance: DagsterInstance) -> tuple[bool, str]:
-    data = tick(defs, "batch_predictions_freshness_sensor", instance, None)
+    data = tick(defs, "nyc_taxi_batch_predictions_freshness_sensor", instance, None)
     check_keys = [k for r in data.run_requests for k in r.asset_check_keys]
     assert [k.name for k in check_keys] == ["freshness_check"]
     job = defs.resolve_implicit_global_asset_job_def().get_subset(
@@ -478,7 +508,7 @@ def test_failed_run_alerts_through_the_notifier(
 ) -> None:
     # No champion yet: scoring fails with a message that names the missing alias.
     result = run_selection(
-        test_defs, instance, ["raw_data", "features", "batch_predictions"], partition_key="2026-03-09",
+        test_defs, instance, [RAW_DATA, FEATURES, BATCH_PREDICTIONS], partition_key="2026-03-09",
         raise_on_error=False,
     )
     assert not result.success
@@ -494,7 +524,7 @@ def test_failed_run_alerts_through_the_notifier(
     sensor(context)
     [message] = webhook.received
     assert "tabml run failed: __ASSET_JOB [2026-03-09]" in message["text"]
-    assert "step batch_predictions" in message["text"]
+    assert "step nyc_taxi__batch_predictions" in message["text"]
     assert "has no 'champion' alias yet" in message["text"]
 
     with caplog.at_level(logging.ERROR, logger="tabml.alerts"):
@@ -547,7 +577,7 @@ def runs_to_dequeue(instance: DagsterInstance) -> set[str]:
 
 def test_the_dev_queue_never_runs_two_writers_of_the_same_day(dev_queue_instance: DagsterInstance) -> None:
     origin = RemoteJobOrigin(
-        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("tabml_assets"), "__repository__"), "scoring_job"
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("tabml_assets"), "__repository__"), SCORING_JOB
     )
 
     def queued(**tags: str) -> str:

@@ -67,14 +67,14 @@ def test_dropped_file_is_scored_with_no_click(conf_dir: Path, tabml_home: Path, 
     )
 
     with dagster_dev(tabml_home, dagster_home, extra_env={"TABML_CONF_DIR": str(conf_dir)}) as server:
-        land(tabml_home / "landing", "new_trips.parquet", NEW_DAYS, rows_per_day=ROWS_PER_DAY)
+        land(spec, "new_trips.parquet", NEW_DAYS, rows_per_day=ROWS_PER_DAY)
         runs = wait_for_landing_runs(server, len(NEW_DAYS), timeout=150)
 
     # Exactly the file's days ran, each once (the seeded days were already ingested).
     assert sorted(r["tags"]["dagster/partition"] for r in runs) == NEW_DAYS
     assert {r["tags"]["tabml/landing_files"] for r in runs} == {"new_trips.parquet"}
     for day in NEW_DAYS:
-        predictions = pd.read_parquet(tabml_home / "data" / "batch_predictions" / f"{day}.parquet")
+        predictions = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{day}.parquet")
         assert len(predictions) == ROWS_PER_DAY
         assert predictions["prediction"].notna().all()
         assert set(predictions["model_version"]) == {str(champion.version)}

@@ -21,20 +21,34 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
-from tabml_assets.assets.raw import QUARANTINE_ASSET
 from tabml_assets.definitions import build_definitions
-from tabml_assets.ml.demo_data import generate_demo_trips
 from tabml_assets.ml.quality import REASON_COLUMN
-from tabml_assets.ml.schema import DROPOFF, PICKUP
-from tabml_assets.resources.storage import atomic_write_bytes, write_parquet_atomic
+from tabml_assets.resources.storage import (
+    PartitionedParquetIOManager,
+    atomic_write_bytes,
+    write_parquet_atomic,
+)
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import LoadedSpec, load_spec
 
 DAY = dt.date(2026, 3, 5)
 KEY = DAY.isoformat()
 ROWS = 40
+# The nyc_taxi example's columns: the dataset these landing files belong to.
+PICKUP = "tpep_pickup_datetime"
+DROPOFF = "tpep_dropoff_datetime"
+RAW_DATA_NODE = "nyc_taxi__raw_data"
+
+
+DEMO_ROWS = load_spec("test").steps.demo_rows
+
+
+def generate_demo_trips(day: dt.date, rows: int) -> pd.DataFrame:
+    """The nyc_taxi example's demo trips, from its steps module."""
+    assert DEMO_ROWS is not None
+    return DEMO_ROWS(day, rows)
 
 
 @dataclass
@@ -45,18 +59,18 @@ class Landing:
     defs: Definitions
     instance: DagsterInstance
     folder: Path
-    data: Path
+    store: PartitionedParquetIOManager
     good: pd.DataFrame
 
     def stored(self, key: str = KEY) -> pd.DataFrame:
-        return pd.read_parquet(self.data / "raw_data" / f"{key}.parquet")
+        return pd.read_parquet(self.store.partition_path(self.spec.keys.raw_data, key))
 
     def quarantine(self, key: str = KEY) -> pd.DataFrame:
-        return pd.read_parquet(self.data / QUARANTINE_ASSET / f"{key}.parquet")
+        return pd.read_parquet(self.store.partition_path(self.spec.keys.quarantine, key))
 
     def materialize(self, key: str | None = KEY, partition_range: tuple[str, str] | None = None) -> ExecuteInProcessResult:
         return run_selection(
-            self.defs, self.instance, ["raw_data"],
+            self.defs, self.instance, [self.spec.keys.raw_data],
             partition_key=None if partition_range else key,
             partition_range=partition_range, raise_on_error=False,
         )
@@ -69,12 +83,15 @@ def landing(conf_dir: Path, tabml_home: Path, instance: DagsterInstance) -> Land
     profile["data_source"] = {"kind": "landing_folder", "landing_folder": "landing"}
     profile_path.write_text(yaml.safe_dump(profile))
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
-    folder = tabml_home / "landing"
-    folder.mkdir()
+    folder = spec.landing_folder()
+    assert folder == tabml_home / "landing" / "nyc_taxi"
+    folder.mkdir(parents=True)
     good = generate_demo_trips(DAY, ROWS)
     good.to_parquet(folder / "good.parquet", index=False)
-    state = Landing(spec, build_definitions(spec), instance, folder, tabml_home / "data", good)
+    store = PartitionedParquetIOManager(root=str(tabml_home / "data"))
+    state = Landing(spec, build_definitions(spec), instance, folder, store, good)
     assert state.materialize().success
+    assert store.partition_path(spec.keys.raw_data, KEY) == tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{KEY}.parquet"
     pd.testing.assert_frame_equal(state.stored(), good)
     return state
 
@@ -97,7 +114,7 @@ def retries_of(result: ExecuteInProcessResult) -> int:
 
 def materialization_metadata(result: ExecuteInProcessResult) -> dict:
     # A range run records one materialization per partition, all with the step's metadata.
-    materialization = result.asset_materializations_for_node("raw_data")[0]
+    materialization = result.asset_materializations_for_node(RAW_DATA_NODE)[0]
     return {k: v.value for k, v in materialization.metadata.items()}
 
 
@@ -122,10 +139,10 @@ def wrong_dtypes(folder: Path, good: pd.DataFrame) -> None:
     write_csv(bad, folder / "wrong_dtypes.csv")
 
 
-def all_null_target(folder: Path, good: pd.DataFrame) -> None:
+def all_null_feature(folder: Path, good: pd.DataFrame) -> None:
     bad = good.head(10).copy()
-    bad["fare_amount"] = None
-    bad.to_parquet(folder / "null_target.parquet", index=False)
+    bad["trip_distance"] = None
+    bad.to_parquet(folder / "null_distance.parquet", index=False)
 
 
 def missing_column(folder: Path, good: pd.DataFrame) -> None:
@@ -142,13 +159,14 @@ def too_many_bad_rows(folder: Path, good: pd.DataFrame) -> None:
     ("land_bad_file", "expected"),
     [
         (corrupt_parquet, ["corrupt.parquet", "cannot be read as parquet"]),
-        (wrong_dtypes, ["wrong_dtypes.csv", "column 'trip_distance' expected float64", "two miles"]),
-        (all_null_target, ["null_target.parquet", "column 'fare_amount' is empty in all 10 rows", "expected float64"]),
+        (wrong_dtypes, ["wrong_dtypes.csv", "column 'trip_distance' expected float, found object", "two miles"]),
+        (all_null_feature, ["null_distance.parquet", "column 'trip_distance' is empty in all 10 rows",
+                            "expected float values"]),
         (missing_column, ["missing_column.csv", "missing column(s) ['dropoff_zip']"]),
         (too_many_bad_rows, ["100 of 140 rows (71%) failed validation", "max_quarantine_fraction 0.5",
                              "negative_everywhere.parquet row 0: trip_distance outside (0, 400)"]),
     ],
-    ids=["corrupt_parquet", "wrong_dtypes", "all_null_target", "csv_missing_column", "mostly_bad_rows"],
+    ids=["corrupt_parquet", "wrong_dtypes", "all_null_feature", "csv_missing_column", "mostly_bad_rows"],
 )
 def test_unusable_input_fails_at_once_and_keeps_the_stored_partition(
     landing: Landing, land_bad_file: Callable[[Path, pd.DataFrame], None], expected: list[str]
@@ -164,6 +182,42 @@ def test_unusable_input_fails_at_once_and_keeps_the_stored_partition(
     assert retries_of(result) == 0
     pd.testing.assert_frame_equal(landing.stored(), landing.good)
     pd.testing.assert_frame_equal(landing.quarantine(), quarantine_before)
+
+
+# Unlabelled rows are not bad: the label (fare_amount) is nullable and may be absent. ------------
+
+
+def test_rows_without_a_label_are_stored_with_a_null_target(landing: Landing) -> None:
+    """A file whose fares are all null, and a CSV with no fare column at all, are scoring rows:
+    ingested with a null fare, never quarantined (the label arrives later, if ever)."""
+    null_fares = landing.good.head(10).copy()
+    null_fares["fare_amount"] = None
+    null_fares.to_parquet(landing.folder / "null_fares.parquet", index=False)
+    # Other trips than the good ones, so they are not duplicates of them.
+    no_label = generate_demo_trips(DAY, 5).assign(trip_distance=lambda f: f["trip_distance"] + 0.01)
+    write_csv(no_label.drop(columns=["fare_amount"]), landing.folder / "no_fare_column.csv")
+    result = landing.materialize()
+    assert result.success
+    assert landing.quarantine().empty
+    metadata = materialization_metadata(result)
+    assert metadata["quarantined_rows"] == 0
+    assert metadata["landed_files"] == ["good.parquet", "no_fare_column.csv", "null_fares.parquet"]
+    assert metadata["ignored_columns"] == {}
+    checks = check_results(result)
+    assert checks["raw_quarantine"] and checks["raw_schema"] and checks["raw_no_nulls"] and checks["raw_value_ranges"]
+    stored = landing.stored()
+    assert len(stored) == ROWS + 10 + 5 and list(stored.columns) == list(landing.good.columns)
+    assert stored["fare_amount"].dtype == "float64"
+    # Every good row is still there with its fare; exactly the unlabelled ones have none.
+    assert len(stored.merge(landing.good, how="inner")) == ROWS
+    unlabelled = stored[stored["fare_amount"].isna()]
+    assert len(unlabelled) == 15
+    features = ["trip_distance", "pickup_zip", "dropoff_zip", PICKUP, DROPOFF]
+    pd.testing.assert_frame_equal(
+        unlabelled[features].sort_values(features).reset_index(drop=True),
+        pd.concat([null_fares, no_label])[features].sort_values(features).reset_index(drop=True),
+        check_dtype=False,
+    )
 
 
 # Cases where only some rows are bad: they are quarantined, the good ones kept. ------------------
@@ -201,7 +255,8 @@ def same_file_landed_twice(folder: Path, good: pd.DataFrame) -> int:
 @pytest.mark.parametrize(
     ("land_bad_rows", "reason"),
     [
-        (truncated_csv, "null fare_amount"),
+        # Its fare is cut off too, but a missing label is no reason: the missing distance is.
+        (truncated_csv, "null trip_distance"),
         (negative_distances, "trip_distance outside (0, 400)"),
         (future_timestamps, "tpep_pickup_datetime in the future"),
         (same_file_landed_twice, "duplicate row"),
@@ -263,7 +318,7 @@ def test_zero_row_partition_is_stored_but_never_replaces_stored_rows(landing: La
     # The only file of a stored day disappears: an empty read must not wipe the stored rows.
     (landing.folder / "good.parquet").unlink()
     message = failure_text(landing.materialize())
-    assert f"raw_data {KEY}: the trip source delivered 0 rows, but the stored partition has {ROWS} rows" in message
+    assert f"raw_data {KEY}: the data source delivered 0 rows, but the stored partition has {ROWS} rows" in message
     pd.testing.assert_frame_equal(landing.stored(), landing.good)
 
 
@@ -282,7 +337,7 @@ def test_file_spanning_several_days_feeds_each_day(landing: Landing) -> None:
     metadata = materialization_metadata(result)
     assert metadata["quarantined_per_partition"] == {KEY: 0, next_day.isoformat(): 0}
     assert metadata["landed_files"] == ["good.parquet", "two_days.csv"]
-    assert len(landing.instance.fetch_materializations(AssetKey("raw_data"), limit=10).records) == 3
+    assert len(landing.instance.fetch_materializations(landing.spec.keys.raw_data, limit=10).records) == 3
 
 
 # Atomic writes: a failure mid-write leaves the previous version readable. ------------------------

@@ -42,25 +42,42 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 from databricks.sdk.errors import DatabricksError
 
 from tabml_assets.definitions import build_definitions, load_definitions
-from tabml_assets.ml.demo_data import generate_demo_trips
-from tabml_assets.ml.schema import RAW_SCHEMA
+from tabml_assets.keys import ASSET_NAMES, PipelineKeys
+from tabml_assets.ml.schema import raw_columns, raw_schema, unvalidated_schema
+from tabml_assets.resources.data_sources import READ_PROBLEMS_COLUMN, as_unvalidated_rows
 from tabml_assets.resources.databricks import AUTH_ENV_VARS, step_launcher_config
 from tabml_assets.resources.databricks_table import DatabricksTableSource, MissingColumnsError
+from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.databricks_emulator import DatabricksWorkspaceEmulator, running_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "dapi-staging-emulator"
 PARTITION = "2026-03-09"
-PIPELINE_ASSETS = ("raw_data", "features", "trained_model", "evaluation_report", "champion_model", "batch_predictions")
+PROJECT = "nyc_taxi"
+KEYS = PipelineKeys(PROJECT)
+PIPELINE_ASSETS = ASSET_NAMES
 # Every pipeline asset reads or writes the workspace volume, so every one runs on the cluster.
 HEAVY_ASSETS = PIPELINE_ASSETS
 ROWS_PER_DAY = 1200
+# The nyc_taxi example's dataset and demo trips (its steps module), as the staging profile runs it.
+EXAMPLE = load_spec("test")
+DATASET = EXAMPLE.pipeline.dataset
+RAW_SCHEMA = raw_schema(DATASET)
+
+
+def generate_demo_trips(day: dt.date, rows: int) -> pd.DataFrame:
+    assert EXAMPLE.steps.demo_rows is not None
+    return EXAMPLE.steps.demo_rows(day, rows)
+
+
+def table_source(table: str) -> DatabricksTableSource:
+    return DatabricksTableSource(dataset_spec=DATASET.model_dump_json(), table=table)
 
 
 def staging_job() -> JobDefinition:
     """The staging end-to-end job, rebuilt from TABML_* wherever it is reconstructed."""
-    return load_definitions().resolve_job_def("end_to_end_job")
+    return load_definitions().resolve_job_def(KEYS.job("end_to_end_job"))
 
 
 def staging_asset_job(name: str, assets: tuple[str, ...]) -> JobDefinition:
@@ -71,9 +88,9 @@ def staging_asset_job(name: str, assets: tuple[str, ...]) -> JobDefinition:
     Python starts down on a shared 2-core machine.
     """
     defs = load_definitions()
-    selection = AssetSelection.assets(*assets).without_checks()
+    selection = AssetSelection.assets(*KEYS.assets(*assets)).without_checks()
     if "evaluation_report" in assets:
-        selection = selection | AssetSelection.checks_for_assets("evaluation_report")
+        selection = selection | AssetSelection.checks_for_assets(KEYS.evaluation_report)
     job = define_asset_job(name, selection=selection, executor_def=in_process_executor)
     return Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=[job], resources=defs.resources
@@ -96,8 +113,13 @@ def staging_ingestion_job() -> JobDefinition:
 class Staging:
     emulator: DatabricksWorkspaceEmulator
     conf_dir: Path
+    project_dir: Path
     tabml_home: Path
     table_dir: Path
+
+    def partition_path(self, asset: str, suffix: str = ".parquet") -> Path:
+        store = PartitionedParquetIOManager(root=str(self.tabml_home / "data"))
+        return store.partition_path(KEYS.asset(asset), PARTITION, suffix)
 
 
 def write_trips_table(folder: Path, day: dt.date) -> Path:
@@ -109,32 +131,36 @@ def write_trips_table(folder: Path, day: dt.date) -> Path:
     return folder
 
 
-def write_staging_profile(conf_dir: Path, tabml_home: Path, table: str, extra: dict | None = None) -> None:
-    """The packaged staging profile, with storage and MLflow local and a fast poll."""
+def write_staging_profile(conf_dir: Path, project_dir: Path, tabml_home: Path, table: str) -> None:
+    """The packaged staging profile, with storage and MLflow local and a fast poll; the project's
+    own profiles/staging.yaml names its table and shrinks its model."""
     path = conf_dir / "profiles" / "staging.yaml"
     profile = yaml.safe_load(path.read_text())
-    profile["data_source"] = {"kind": "databricks_table", "table": table}
+    profile["data_source"] = {"kind": "databricks_table"}
     profile["storage"] = {"root": "data", "artifacts": "artifacts"}
     profile["mlflow"] = {
         "tracking_uri": "sqlite:///{tabml_home}/mlflow.db",
         "registry_uri": "sqlite:///{tabml_home}/mlflow.db",
         "artifact_location": "{tabml_home}/mlartifacts",
-        "experiment_name": "tabml-staging",
-        "model_name": "tabml_fare_model",
+        "experiment_name": "tabml-staging-{project}",
+        "model_name": "tabml_{project}",
     }
     profile["databricks"]["poll_interval_sec"] = 0.5
     profile["databricks"]["env_variables"] = {"TABML_CONF_DIR": str(conf_dir), "TABML_HOME": str(tabml_home)}
-    profile["pipeline_overrides"] = {"training_window_days": 1, "estimator": {"params": {"max_iter": 40}}}
-    profile.update(extra or {})
     path.write_text(yaml.safe_dump(profile))
+    project_profile = {
+        "data_source": {"table": table},
+        "pipeline_overrides": {"training_window_days": 1, "estimator": {"params": {"max_iter": 40}}},
+    }
+    (project_dir / "profiles" / "staging.yaml").write_text(yaml.safe_dump(project_profile))
 
 
 @pytest.fixture
 def staging(
-    tmp_path: Path, conf_dir: Path, tabml_home: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, conf_dir: Path, project_dir: Path, tabml_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Staging]:
     table_dir = write_trips_table(tmp_path / "trips_table", dt.date.fromisoformat(PARTITION))
-    write_staging_profile(conf_dir, tabml_home, f"parquet.`{table_dir}`")
+    write_staging_profile(conf_dir, project_dir, tabml_home, f"parquet.`{table_dir}`")
     with running_emulator(tmp_path / "workspace", token=TOKEN, library_paths=[str(REPO_ROOT)]) as emulator:
         emulator.secret_scopes["tabml-staging"] = {"databricks-host": emulator.host, "databricks-token": TOKEN}
         for name, value in {
@@ -142,7 +168,7 @@ def staging(
             "DATABRICKS_HOST": emulator.host, "DATABRICKS_TOKEN": TOKEN,
         }.items():
             monkeypatch.setenv(name, value)
-        yield Staging(emulator, conf_dir, tabml_home, table_dir)
+        yield Staging(emulator, conf_dir, project_dir, tabml_home, table_dir)
 
 
 def run_staging(instance: DagsterInstance, job_fn: Callable[[], JobDefinition]) -> Any:
@@ -167,14 +193,15 @@ def test_definitions_validate_and_the_launcher_authenticates_from_the_environmen
         monkeypatch.setenv(name, f"dummy-{name.lower()}")
     defs = build_definitions(spec)
     Definitions.validate_loadable(defs)
-    job = defs.resolve_job_def("end_to_end_job")
+    job = defs.resolve_job_def(spec.keys.job("end_to_end_job"))
+    assert job.name == "nyc_taxi_end_to_end_job"
     launcher_config = ResolvedRunConfig.build(job, {}).resources["step_launcher"].config
     assert launcher_config["databricks_host"] == "dummy-databricks_host"
     # No credential is ever a literal in config: only environment variable names.
     assert "dummy-" not in json.dumps(step_launcher_config(spec))
     heavy = {key.to_user_string() for assets_def in defs.resolve_asset_graph().assets_defs
              if "step_launcher" in assets_def.required_resource_keys for key in assets_def.keys}
-    assert set(HEAVY_ASSETS) <= heavy
+    assert {key.to_user_string() for key in spec.keys.assets(*HEAVY_ASSETS)} <= heavy
 
     # Real values, on the loopback emulator: the launcher authenticates with them (a PAT for
     # staging, an OAuth service principal for prod) and no other way.
@@ -211,8 +238,9 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
     assert scored.success
 
     # One Databricks run per heavy step, each on the profile's cluster with the tabml wheel.
+    # Steps are named for the project's asset keys (nyc_taxi__raw_data, ...).
     submitted = {s["tasks"][0]["spark_python_task"]["parameters"][0].split("/")[-2]: s for s in emulator.submissions}
-    assert sorted(submitted) == sorted(HEAVY_ASSETS)
+    assert sorted(submitted) == sorted(f"{PROJECT}__{asset}" for asset in HEAVY_ASSETS)
     task = emulator.submissions[0]["tasks"][0]
     assert task["new_cluster"]["autoscale"] == {"min_workers": 1, "max_workers": 4}
     libraries = [lib.get("whl") or lib["pypi"]["package"] for lib in task["libraries"]]
@@ -226,9 +254,9 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
         event for result in (trained, scored)
         for event in step_events(instance, result.run_id, DagsterEventType.ASSET_MATERIALIZATION)
     ]
-    by_asset = {e.asset_key.to_user_string(): e for e in materializations}
-    assert set(by_asset) == set(PIPELINE_ASSETS)
-    for asset in HEAVY_ASSETS:
+    by_asset = {e.asset_key: e for e in materializations}
+    assert set(by_asset) == set(KEYS.assets(*PIPELINE_ASSETS))
+    for asset in KEYS.assets(*HEAVY_ASSETS):
         assert by_asset[asset].pid in driver_pids, asset
 
     # Secrets arrived as environment variables; TABML_* through env_variables.
@@ -238,14 +266,15 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
         assert run.report["tabml_env"]["TABML_DEPLOYMENT"] == "staging"
         assert run.report["tabml_env"]["TABML_HOME"] == str(staging.tabml_home)
 
-    # Outputs are in the storage both sides see, for the partition's day only.
-    data = staging.tabml_home / "data"
-    raw = pd.read_parquet(data / "raw_data" / f"{PARTITION}.parquet")
+    # Outputs are in the storage both sides see, under the project, for the partition's day only.
+    raw_path = staging.partition_path("raw_data")
+    assert raw_path == staging.tabml_home / "data" / PROJECT / "raw_data" / f"{PARTITION}.parquet"
+    raw = pd.read_parquet(raw_path)
     assert len(raw) == ROWS_PER_DAY
     assert (raw["tpep_pickup_datetime"].dt.date.astype(str) == PARTITION).all()
-    predictions = pd.read_parquet(data / "batch_predictions" / f"{PARTITION}.parquet")
+    predictions = pd.read_parquet(staging.partition_path("batch_predictions"))
     assert len(predictions) == ROWS_PER_DAY and predictions["prediction"].notna().all()
-    report = json.loads((data / "evaluation_report" / f"{PARTITION}.json").read_text())
+    report = json.loads(staging.partition_path("evaluation_report", ".json").read_text())
     assert report["gate_passed"] is True
 
     # Permissions were set on each run's job; the injected faults were answered, then retried.
@@ -271,7 +300,7 @@ def test_failing_remote_step_fails_the_dagster_step_with_the_remote_error(
 ) -> None:
     # The step itself fails on the cluster: Spark there cannot find the profile's table. The
     # Databricks task completes and the step's failure event carries Spark's error home.
-    write_staging_profile(staging.conf_dir, staging.tabml_home, "parquet.`/nonexistent/trips`")
+    write_staging_profile(staging.conf_dir, staging.project_dir, staging.tabml_home, "parquet.`/nonexistent/trips`")
     result = run_staging(instance, staging_ingestion_job)
     assert not result.success
     assert "PATH_NOT_FOUND" in failure_text(instance, result.run_id)
@@ -296,7 +325,7 @@ TERMINATION_SCRIPT = textwrap.dedent("""
     with DagsterInstance.from_ref(DagsterInstance.local_temp(sys.argv[1]).get_ref()) as instance:
         execute_job(
             reconstructable(staging_job), instance=instance,
-            tags={"dagster/partition": PARTITION}, asset_selection=[AssetKey("raw_data")],
+            tags={"dagster/partition": PARTITION}, asset_selection=[AssetKey(["nyc_taxi", "raw_data"])],
         )
 """)
 
@@ -349,22 +378,40 @@ def test_table_source_reads_one_utc_day_whatever_the_session_time_zone(local_spa
     # TIMESTAMP columns, as in samples.nyctaxi.trips: instants, rendered in the session zone.
     local_spark.createDataFrame(trips.sample(frac=1, random_state=3)).createOrReplaceTempView("nyctaxi_trips")
     local_spark.conf.set("spark.sql.session.timeZone", "America/New_York")
-    source = DatabricksTableSource(table="nyctaxi_trips")
+    source = table_source("nyctaxi_trips")
 
     got = source.read_day_with(local_spark, day)
+    assert list(got.columns) == raw_columns(DATASET)
+    # Ingestion types the rows by the spec, as it does every source's: naive UTC timestamps.
+    rows = as_unvalidated_rows(got, DATASET, source.describe())
+    assert (rows[READ_PROBLEMS_COLUMN] == "").all()
 
     expected = generate_demo_trips(day, 300).sort_values(list(RAW_SCHEMA)).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(rows[raw_columns(DATASET)].astype(RAW_SCHEMA), expected)
     assert local_spark.conf.get("spark.sql.session.timeZone") == "America/New_York"
     quiet = source.read_day_with(local_spark, dt.date(2026, 4, 1))
-    assert len(quiet) == 0 and dict(quiet.dtypes.astype(str)) == RAW_SCHEMA
+    assert len(quiet) == 0 and list(quiet.columns) == raw_columns(DATASET)
+    quiet_rows = as_unvalidated_rows(quiet, DATASET, source.describe())
+    assert dict(quiet_rows[raw_columns(DATASET)].dtypes.astype(str)) == unvalidated_schema(DATASET)
 
 
 def test_table_source_names_the_table_and_missing_columns(local_spark: Any) -> None:
-    frame = generate_demo_trips(dt.date(2026, 3, 9), 5).drop(columns=["pickup_zip", "fare_amount"])
+    day = dt.date(2026, 3, 9)
+    frame = generate_demo_trips(day, 5).drop(columns=["pickup_zip", "fare_amount"])
     local_spark.createDataFrame(frame).createOrReplaceTempView("trips_without_zips")
     with pytest.raises(MissingColumnsError) as error:
-        DatabricksTableSource(table="trips_without_zips").read_day_with(local_spark, dt.date(2026, 3, 9))
+        table_source("trips_without_zips").read_day_with(local_spark, day)
     message = str(error.value)
     assert "table trips_without_zips" in message
-    assert "['fare_amount', 'pickup_zip']" in message
+    # The label column (fare_amount) may be absent: only the zip is missing.
+    assert "missing column(s) ['pickup_zip']" in message
+
+    # Without its label, a table is scoring data: read, with the fare left null by ingestion.
+    unlabelled = generate_demo_trips(day, 5).drop(columns=["fare_amount"])
+    local_spark.createDataFrame(unlabelled).createOrReplaceTempView("trips_without_fares")
+    source = table_source("trips_without_fares")
+    got = source.read_day_with(local_spark, day)
+    assert len(got) == 5 and "fare_amount" not in got.columns
+    rows = as_unvalidated_rows(got, DATASET, source.describe())
+    assert rows["fare_amount"].isna().all() and (rows[READ_PROBLEMS_COLUMN] == "").all()
+    assert sorted(rows["trip_distance"].tolist()) == sorted(unlabelled["trip_distance"].tolist())

@@ -14,21 +14,23 @@ from tabml_assets.spec import LoadedSpec
 from tabml_assets_tests.conftest import TODAY
 
 
-def latest_metadata(instance: DagsterInstance, asset: str, partition: str) -> dict:
-    event = instance.get_latest_materialization_event(AssetKey(asset))
-    records = instance.fetch_materializations(AssetKey(asset), limit=50).records
+def latest_metadata(instance: DagsterInstance, asset: AssetKey, partition: str) -> dict:
+    event = instance.get_latest_materialization_event(asset)
+    records = instance.fetch_materializations(asset, limit=50).records
     for record in records:
         materialization = record.asset_materialization
         if materialization.partition == partition:
             return {k: v.value for k, v in materialization.metadata.items()}
-    raise AssertionError(f"no materialization of {asset} for {partition}; latest was {event}")
+    raise AssertionError(f"no materialization of {asset.to_user_string()} for {partition}; latest was {event}")
 
 
 def test_demo_graph_end_to_end(
     test_defs: Definitions, test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
 ) -> None:
     plan = seed_demo(test_defs, test_spec, instance, TODAY)
-    data = tabml_home / "data"
+    # <storage root>/<project>/<asset>/<partition>: each project's partitions under its name.
+    data = tabml_home / "data" / "nyc_taxi"
+    event_time = test_spec.pipeline.event_time
     rows_per_day = test_spec.profile.data_source.demo_rows_per_day
 
     # raw -> features for every ingested day, one run for the whole range.
@@ -36,7 +38,7 @@ def test_demo_graph_end_to_end(
         raw = pd.read_parquet(data / "raw_data" / f"{day}.parquet")
         features = pd.read_parquet(data / "features" / f"{day}.parquet")
         assert len(raw) == len(features) == rows_per_day
-        assert (pd.to_datetime(raw["tpep_pickup_datetime"]).dt.date == day).all()
+        assert (pd.to_datetime(raw[event_time]).dt.date == day).all()
         assert set(test_spec.pipeline.feature_columns) <= set(features.columns)
 
     # The model beats the naive baseline by a wide margin on the held-out test split.
@@ -54,13 +56,14 @@ def test_demo_graph_end_to_end(
     run = client.get_run(champion.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_rmse"] == report["challenger"]["metrics"]["rmse"]
-    assert run.data.tags["dagster.asset_key"] == "trained_model"
+    assert run.data.tags["dagster.asset_key"] == "nyc_taxi/trained_model"
+    assert run.data.tags["tabml.project"] == "nyc_taxi"
     assert run.data.tags["tabml.window_end"] == plan.training_day.isoformat()
     # Training-data lineage: the window's features, with a content digest and their schema.
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == f"features[{plan.ingest_days[0]}..{plan.training_day}]"
     assert dataset_input.dataset.digest and "trip_distance" in dataset_input.dataset.schema
-    assert str(tabml_home / "data" / "features") in dataset_input.dataset.source
+    assert str(data / "features") in dataset_input.dataset.source
 
     # One finite prediction per input row, and the partition names the model that scored it.
     scoring_key = plan.scoring_day.isoformat()
@@ -69,7 +72,7 @@ def test_demo_graph_end_to_end(
     assert len(predictions) == len(features) == rows_per_day
     assert predictions["prediction"].notna().all()
     assert set(predictions["model_version"]) == {str(champion.version)}
-    metadata = latest_metadata(instance, "batch_predictions", scoring_key)
+    metadata = latest_metadata(instance, test_spec.keys.batch_predictions, scoring_key)
     assert metadata["model_version"] == str(champion.version)
     assert metadata["dagster/row_count"] == rows_per_day
 
@@ -79,10 +82,11 @@ def test_reseeding_is_idempotent_for_stored_partitions(
 ) -> None:
     plan = plan_seed(test_spec, TODAY)
     key = plan.ingest_days[0].isoformat()
-    run_selection(test_defs, instance, ["raw_data"], partition_key=key)
-    first = pd.read_parquet(tabml_home / "data" / "raw_data" / f"{key}.parquet")
-    run_selection(test_defs, instance, ["raw_data"], partition_key=key)
-    second = pd.read_parquet(tabml_home / "data" / "raw_data" / f"{key}.parquet")
+    raw_file = tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{key}.parquet"
+    run_selection(test_defs, instance, [test_spec.keys.raw_data], partition_key=key)
+    first = pd.read_parquet(raw_file)
+    run_selection(test_defs, instance, [test_spec.keys.raw_data], partition_key=key)
+    second = pd.read_parquet(raw_file)
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -91,11 +95,13 @@ def test_end_to_end_job_scores_with_the_champion_it_just_promoted(
 ) -> None:
     """The demo job on a fresh registry: train, promote, then score the same day with that model."""
     plan = plan_seed(test_spec, TODAY)
-    run_selection(test_defs, instance, ["raw_data", "features"], partition_range=(plan.ingest_days[0].isoformat(), plan.training_day.isoformat()))
-    result = test_defs.resolve_job_def("end_to_end_job").execute_in_process(
+    keys = test_spec.keys
+    run_selection(test_defs, instance, keys.assets("raw_data", "features"), partition_range=(plan.ingest_days[0].isoformat(), plan.training_day.isoformat()))
+    result = test_defs.resolve_job_def("nyc_taxi_end_to_end_job").execute_in_process(
         instance=instance, partition_key=plan.scoring_day.isoformat()
     )
     assert result.success
-    champion = json.loads((tabml_home / "data" / "champion_model" / f"{plan.scoring_day}.json").read_text())
-    scored = pd.read_parquet(tabml_home / "data" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    data = tabml_home / "data" / "nyc_taxi"
+    champion = json.loads((data / "champion_model" / f"{plan.scoring_day}.json").read_text())
+    scored = pd.read_parquet(data / "batch_predictions" / f"{plan.scoring_day}.parquet")
     assert set(scored["model_version"]) == {champion["version"]}

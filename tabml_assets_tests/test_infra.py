@@ -19,7 +19,7 @@ import hcl2
 import pytest
 import yaml
 
-from tabml_assets.spec import LoadedSpec, load_spec
+from tabml_assets.spec import LoadedSpec, load_deployment, load_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INFRA = REPO_ROOT / "infra"
@@ -147,10 +147,25 @@ def test_terraform_names_agree_with_the_profile(deployment_spec: LoadedSpec) -> 
         )
     assert module["asset_volume_name"] == _volume_parts(profile.storage.root, "storage.root", where)[2]
 
-    full_model_name = f"{module['catalog_name']}.{module['schema_name']}.{module['model_name']}"
-    assert full_model_name == profile.mlflow.model_name, f"{where}: key `mlflow.model_name`: Terraform registers {full_model_name}"
-    assert module["experiment_name"] == profile.mlflow.experiment_name, f"{where}: key `mlflow.experiment_name`"
     assert module["secret_scope"] == databricks.secret_scope, f"{where}: key `databricks.secret_scope`"
+
+    # One experiment and one registered model per project the profile runs.
+    projects = load_deployment(spec.deployment, tabml_home=spec.tabml_home).projects
+    assert module["projects"] == [p.name for p in projects], (
+        f"{where}: key `projects` runs {[p.name for p in projects]}; infra/terraform/{spec.deployment} "
+        f"creates MLflow objects for {module['projects']}"
+    )
+    for project in projects:
+        mlflow = project.profile.mlflow
+        full_model_name = f"{module['catalog_name']}.{module['schema_name']}.{project.name}"
+        assert full_model_name == mlflow.model_name, (
+            f"{where}: key `mlflow.model_name` is {mlflow.model_name!r} for {project.name}; Terraform registers {full_model_name}"
+        )
+        experiment = f"{module['experiment_folder']}/{project.name}"
+        assert experiment == mlflow.experiment_name, (
+            f"{where}: key `mlflow.experiment_name` is {mlflow.experiment_name!r} for {project.name}; Terraform creates {experiment}"
+        )
+    assert f"tabml_{spec.deployment}.ml.nyc_taxi" in [p.profile.mlflow.model_name for p in projects]
 
 
 def test_job_cluster_policy_admits_the_profiles_cluster(deployment_spec: LoadedSpec) -> None:
@@ -299,7 +314,15 @@ def test_the_wheel_is_the_file_each_profile_installs_and_carries_the_spec(built_
     names = set(zipfile.ZipFile(built_wheel).namelist())
     for deployment in ("dev", "test", *DEPLOYMENTS):
         assert f"tabml_assets/conf/profiles/{deployment}.yaml" in names
-    assert "tabml_assets/conf/pipeline.yaml" in names
+    # Every project a profile lists travels in the wheel: its spec, steps and own profiles.
+    for spec in load_deployment("staging", tabml_home=tmp_path).projects:
+        project = spec.project_folder.relative_to(REPO_ROOT).as_posix()
+        assert f"{project}/pipeline.yaml" in names
+        for path in spec.project_folder.rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                assert path.relative_to(REPO_ROOT).as_posix() in names, f"{path}: not in {built_wheel.name}"
+    assert "tabml_assets/examples/nyc_taxi/steps.py" in names
+    assert "tabml_assets/examples/nyc_taxi/profiles/test.yaml" in names
     assert not any(name.startswith("tabml_assets_tests/") for name in names)
 
 

@@ -55,9 +55,11 @@ def test_train_promote_score_through_a_tracking_server(
     plan = seed_demo(build_definitions(spec), spec, instance, TODAY)
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-    champion = client.get_model_version_by_alias("tabml_fare_model", "champion")
+    # The deployment's model_name template, tabml_{project}, filled for the example.
+    assert spec.profile.mlflow.model_name == "tabml_nyc_taxi"
+    champion = client.get_model_version_by_alias("tabml_nyc_taxi", "champion")
     assert champion.source.startswith("models:/") or "mlflow-artifacts" in client.get_run(champion.run_id).info.artifact_uri
-    scored = pd.read_parquet(tabml_home / "data" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    scored = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{plan.scoring_day}.parquet")
     assert set(scored["model_version"]) == {str(champion.version)}
     assert not (tabml_home / "mlflow.db").exists()
     experiments = [e.experiment_id for e in client.search_experiments()]

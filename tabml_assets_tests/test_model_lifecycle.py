@@ -10,21 +10,25 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
+from dagster import AssetCheckKey, DagsterInstance, materialize
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
+from tabml_assets.keys import PipelineKeys
 from tabml_assets.resources import build_resources
 from tabml_assets.seed import plan_seed, run_selection, seed_demo
-from tabml_assets.spec import load_spec
+from tabml_assets.spec import LoadedSpec, load_spec
 from tabml_assets_tests.conftest import TODAY
 
-TRAINING = ["trained_model", "evaluation_report", "champion_model"]
+KEYS = PipelineKeys("nyc_taxi")
+TRAINING = KEYS.assets("trained_model", "evaluation_report", "champion_model")
+# The test deployment's model_name template, tabml_{project}, filled for the example.
+MODEL_NAME = "tabml_nyc_taxi"
 
 
-def edit_pipeline(conf_dir: Path, edit) -> None:
-    path = conf_dir / "pipeline.yaml"
+def edit_pipeline(project_dir: Path, edit) -> None:
+    path = project_dir / "pipeline.yaml"
     data = yaml.safe_load(path.read_text())
     edit(data)
     path.write_text(yaml.safe_dump(data))
@@ -36,7 +40,7 @@ def registry_client(tabml_home: Path) -> MlflowClient:
 
 
 def champion_version(tabml_home: Path) -> str:
-    return str(registry_client(tabml_home).get_model_version_by_alias("tabml_fare_model", "champion").version)
+    return str(registry_client(tabml_home).get_model_version_by_alias(MODEL_NAME, "champion").version)
 
 
 def all_runs(tabml_home: Path) -> list:
@@ -46,13 +50,14 @@ def all_runs(tabml_home: Path) -> list:
 
 
 def test_failed_gate_keeps_the_champion_and_says_why(
-    conf_dir: Path, tabml_home: Path, instance: DagsterInstance
+    conf_dir: Path, project_dir: Path, tabml_home: Path, instance: DagsterInstance
 ) -> None:
     seed_spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+    assert seed_spec.profile.mlflow.model_name == MODEL_NAME
     plan = seed_demo(build_definitions(seed_spec), seed_spec, instance, TODAY)
     first_champion = champion_version(tabml_home)
 
-    edit_pipeline(conf_dir, lambda d: d["validation"].update({"run_mode": "enabled", "criteria": {"rmse": {"max": 0.001}}}))
+    edit_pipeline(project_dir, lambda d: d["validation"].update({"run_mode": "enabled", "criteria": {"rmse": {"max": 0.001}}}))
     strict_spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     strict_defs = build_definitions(strict_spec)
     result = run_selection(strict_defs, instance, TRAINING, partition_key=plan.scoring_day.isoformat(), raise_on_error=False)
@@ -60,9 +65,9 @@ def test_failed_gate_keeps_the_champion_and_says_why(
     assert not result.success
     assert champion_version(tabml_home) == first_champion
     # champion_model never ran: the blocking check stopped the run before it.
-    assert instance.get_latest_materialization_event(AssetKey("champion_model")).run_id != result.run_id
+    assert instance.get_latest_materialization_event(KEYS.champion_model).run_id != result.run_id
 
-    check_key = AssetCheckKey(AssetKey("evaluation_report"), "gate_rmse_max")
+    check_key = AssetCheckKey(KEYS.evaluation_report, "gate_rmse_max")
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[check_key]
     assert record.status == AssetCheckExecutionRecordStatus.FAILED
     evaluation = record.event.dagster_event.event_specific_data
@@ -73,46 +78,51 @@ def test_failed_gate_keeps_the_champion_and_says_why(
 
     # The rejected model is the challenger, tagged as failed, and its evaluation run is FAILED.
     client = registry_client(tabml_home)
-    challenger = client.get_model_version_by_alias("tabml_fare_model", "challenger")
+    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger")
     assert str(challenger.version) != first_champion
     assert challenger.tags["validation_status"] == "failed"
-    evaluation_runs = [r for r in all_runs(tabml_home) if r.data.tags.get("dagster.run_id") == result.run_id and r.data.tags.get("dagster.asset_key") == "evaluation_report"]
+    evaluation_runs = [r for r in all_runs(tabml_home) if r.data.tags.get("dagster.run_id") == result.run_id and r.data.tags.get("dagster.asset_key") == "nyc_taxi/evaluation_report"]
     assert [r.info.status for r in evaluation_runs] == ["FAILED"]
 
     # The next scoring still uses the previous champion.
-    run_selection(strict_defs, instance, ["batch_predictions"], partition_key=plan.scoring_day.isoformat())
-    scored = pd.read_parquet(tabml_home / "data" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    run_selection(strict_defs, instance, [KEYS.batch_predictions], partition_key=plan.scoring_day.isoformat())
+    scored = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{plan.scoring_day}.parquet")
     assert set(scored["model_version"]) == {first_champion}
 
 
-def test_dry_run_reports_but_promotes(conf_dir: Path, tabml_home: Path, instance: DagsterInstance) -> None:
-    edit_pipeline(conf_dir, lambda d: d["validation"].update({"run_mode": "dry_run", "criteria": {"r2": {"min": 0.9999}}}))
+def test_dry_run_reports_but_promotes(
+    conf_dir: Path, project_dir: Path, tabml_home: Path, instance: DagsterInstance
+) -> None:
+    edit_pipeline(project_dir, lambda d: d["validation"].update({"run_mode": "dry_run", "criteria": {"r2": {"min": 0.9999}}}))
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     plan = seed_demo(build_definitions(spec), spec, instance, TODAY)
-    report = json.loads((tabml_home / "data" / "evaluation_report" / f"{plan.training_day}.json").read_text())
+    data = tabml_home / "data" / "nyc_taxi"
+    report = json.loads((data / "evaluation_report" / f"{plan.training_day}.json").read_text())
     assert report["gate_passed"] is False
-    check_key = AssetCheckKey(AssetKey("evaluation_report"), "gate_r2_min")
+    check_key = AssetCheckKey(KEYS.evaluation_report, "gate_r2_min")
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[check_key]
     assert record.status == AssetCheckExecutionRecordStatus.FAILED
     assert record.event.dagster_event.event_specific_data.severity.value == "WARN"
     assert champion_version(tabml_home) == report["challenger"]["version"]
-    champion = json.loads((tabml_home / "data" / "champion_model" / f"{plan.training_day}.json").read_text())
+    champion = json.loads((data / "champion_model" / f"{plan.training_day}.json").read_text())
     assert champion["gate_warnings"] and "r2" in champion["gate_warnings"][0]
 
 
-def test_disabled_gate_has_no_checks(conf_dir: Path, tabml_home: Path) -> None:
+def test_disabled_gate_has_no_checks(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
     def gate_checks() -> set[str]:
         defs = build_definitions(load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home))
         return {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.name.startswith("gate_")}
 
     assert gate_checks() == {"gate_rmse_max", "gate_r2_min"}
-    edit_pipeline(conf_dir, lambda d: d["validation"].update({"run_mode": "disabled"}))
+    edit_pipeline(project_dir, lambda d: d["validation"].update({"run_mode": "disabled"}))
     assert gate_checks() == set()
 
 
-def test_beats_champion_criterion(conf_dir: Path, tabml_home: Path, instance: DagsterInstance) -> None:
+def test_beats_champion_criterion(
+    conf_dir: Path, project_dir: Path, tabml_home: Path, instance: DagsterInstance
+) -> None:
     """A retrained model on the same data cannot beat the champion by 50 %: not promoted."""
-    edit_pipeline(conf_dir, lambda d: d["validation"].update({"min_improvement_over_champion_pct": 50}))
+    edit_pipeline(project_dir, lambda d: d["validation"].update({"min_improvement_over_champion_pct": 50}))
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     defs = build_definitions(spec)
     plan = seed_demo(defs, spec, instance, TODAY)  # first model: no champion yet, passes
@@ -120,40 +130,40 @@ def test_beats_champion_criterion(conf_dir: Path, tabml_home: Path, instance: Da
     result = run_selection(defs, instance, TRAINING, partition_key=plan.training_day.isoformat(), raise_on_error=False)
     assert not result.success
     assert champion_version(tabml_home) == first
-    check_key = AssetCheckKey(AssetKey("evaluation_report"), "gate_beats_champion")
+    check_key = AssetCheckKey(KEYS.evaluation_report, "gate_beats_champion")
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[check_key]
     assert record.status == AssetCheckExecutionRecordStatus.FAILED
     assert "champion" in record.event.dagster_event.event_specific_data.description
 
 
 def test_failed_training_step_marks_its_mlflow_run_failed(
-    conf_dir: Path, tabml_home: Path, instance: DagsterInstance
+    conf_dir: Path, project_dir: Path, tabml_home: Path, instance: DagsterInstance
 ) -> None:
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     plan = plan_seed(spec, TODAY)
     defs = build_definitions(spec)
-    run_selection(defs, instance, ["raw_data", "features"], partition_range=(plan.ingest_days[0].isoformat(), plan.ingest_days[-1].isoformat()))
+    run_selection(defs, instance, KEYS.assets("raw_data", "features"), partition_range=(plan.ingest_days[0].isoformat(), plan.ingest_days[-1].isoformat()))
     # A parameter the estimator rejects at fit time fails the step inside the MLflow run.
-    edit_pipeline(conf_dir, lambda d: d["estimator"]["params"].update({"learning_rate": -1.0}))
+    edit_pipeline(project_dir, lambda d: d["estimator"]["params"].update({"learning_rate": -1.0}))
     bad_defs = build_definitions(load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home))
-    result = run_selection(bad_defs, instance, ["trained_model"], partition_key=plan.training_day.isoformat(), raise_on_error=False)
+    result = run_selection(bad_defs, instance, [KEYS.trained_model], partition_key=plan.training_day.isoformat(), raise_on_error=False)
     assert not result.success
     runs = [r for r in all_runs(tabml_home) if r.data.tags.get("dagster.run_id") == result.run_id]
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
 def test_subset_run_and_materialize_finish_their_mlflow_runs(
-    test_spec, tabml_home: Path, instance: DagsterInstance
+    test_spec: LoadedSpec, tabml_home: Path, instance: DagsterInstance
 ) -> None:
     defs = build_definitions(test_spec)
     plan = plan_seed(test_spec, TODAY)
-    run_selection(defs, instance, ["raw_data", "features"], partition_range=(plan.ingest_days[0].isoformat(), plan.ingest_days[-1].isoformat()))
+    run_selection(defs, instance, KEYS.assets("raw_data", "features"), partition_range=(plan.ingest_days[0].isoformat(), plan.ingest_days[-1].isoformat()))
     # A subset run: only trained_model.
-    subset = run_selection(defs, instance, ["trained_model"], partition_key=plan.training_day.isoformat())
+    subset = run_selection(defs, instance, [KEYS.trained_model], partition_key=plan.training_day.isoformat())
     # materialize() over the asset definitions with the deployment's resources.
     materialized = materialize(
         list(defs.assets),
-        selection=["trained_model", "evaluation_report"],
+        selection=KEYS.assets("trained_model", "evaluation_report"),
         partition_key=plan.training_day.isoformat(),
         resources=build_resources(test_spec),
         instance=instance,

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, Definitions
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, Definitions
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from tabml_assets.seed import run_selection
+from tabml_assets.spec import LoadedSpec
 from tabml_assets_tests.conftest import TODAY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -141,10 +142,12 @@ def test_prod_instance_keeps_runs_events_and_schedules_in_postgres(prod_instance
 def test_tabml_job_runs_against_the_prod_instance(
     prod_instance: DagsterInstance,
     postgres_server: PostgresServer,
+    test_spec: LoadedSpec,
     test_defs: Definitions,
 ) -> None:
     partition = (TODAY - dt.timedelta(days=1)).isoformat()
-    result = run_selection(test_defs, prod_instance, ["raw_data", "features"], partition_key=partition)
+    keys = test_spec.keys
+    result = run_selection(test_defs, prod_instance, [keys.raw_data, keys.features], partition_key=partition)
     assert result.success, f"run {result.run_id} failed on the prod instance"
 
     # Straight from PostgreSQL, not through Dagster's API: the rows are really there.
@@ -170,7 +173,8 @@ def test_tabml_job_runs_against_the_prod_instance(
         (key, part) for event_type, key, part in events
         if event_type == DagsterEventType.ASSET_MATERIALIZATION.value
     }
-    assert materialized == {('["raw_data"]', partition), ('["features"]', partition)}
+    # Asset keys are stored as their JSON path: the project, then the asset.
+    assert materialized == {('["nyc_taxi", "raw_data"]', partition), ('["nyc_taxi", "features"]', partition)}
     # Schedule storage lives in the same database: the daemon's schedules and ticks land here.
     assert {"runs", "event_logs", "jobs", "job_ticks", "instigators"} <= tables
 
@@ -179,5 +183,5 @@ def test_tabml_job_runs_against_the_prod_instance(
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as other_process_view:
         stored = other_process_view.get_run_by_id(result.run_id)
         assert stored is not None and stored.status == DagsterRunStatus.SUCCESS
-        latest = other_process_view.get_latest_materialization_event(AssetKey("features"))
+        latest = other_process_view.get_latest_materialization_event(keys.features)
         assert latest is not None and latest.run_id == result.run_id

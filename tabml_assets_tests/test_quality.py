@@ -8,22 +8,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabml_assets.ml.demo_data import generate_demo_trips
 from tabml_assets.ml.quality import (
     DUPLICATE_ROW,
-    PICKUP_OUTSIDE_DAY,
     REASON_COLUMN,
     count_reasons,
     non_finite_counts,
     null_counts,
+    outside_day_reason,
     population_stability_index,
     schema_problems,
     validate_raw_rows,
 )
-from tabml_assets.ml.schema import DROPOFF, PICKUP, RAW_SCHEMA
+from tabml_assets.ml.schema import raw_schema
+from tabml_assets.spec import load_spec
 
 DAY = dt.date(2026, 3, 5)
 NOW = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
+# The rules under test are the nyc_taxi example's, as its pipeline.yaml declares them.
+SPEC = load_spec("test")
+DATASET = SPEC.pipeline.dataset
+PICKUP = "tpep_pickup_datetime"
+DROPOFF = "tpep_dropoff_datetime"
+RAW_SCHEMA = raw_schema(DATASET)
+PICKUP_OUTSIDE_DAY = outside_day_reason(PICKUP)
+
+
+def generate_demo_trips(day: dt.date, rows: int) -> pd.DataFrame:
+    assert SPEC.steps.demo_rows is not None
+    return SPEC.steps.demo_rows(day, rows)
 
 
 def trips(**overrides: list) -> pd.DataFrame:
@@ -44,7 +56,7 @@ def trips(**overrides: list) -> pd.DataFrame:
 
 
 def test_valid_rows_pass_untouched() -> None:
-    result = validate_raw_rows(trips(), DAY, NOW)
+    result = validate_raw_rows(trips(), DATASET, DAY, NOW)
     assert len(result.valid) == 3 and result.quarantined.empty
     assert dict(result.valid.dtypes.astype(str)) == RAW_SCHEMA
     # A trip crossing midnight belongs to its pickup day.
@@ -59,7 +71,7 @@ def test_valid_rows_pass_untouched() -> None:
     ],
 )
 def test_template_value_ranges_are_exclusive(column: str, values: list, reason: str) -> None:
-    result = validate_raw_rows(trips(**{column: values}), DAY, NOW)
+    result = validate_raw_rows(trips(**{column: values}), DATASET, DAY, NOW)
     assert result.valid.empty
     assert result.reason_counts == {reason: 3}
 
@@ -71,7 +83,7 @@ def test_every_rule_names_its_reason() -> None:
             DROPOFF: pd.to_datetime(["2026-03-04 23:30", "2026-03-05 11:00", "2099-01-01 00:10"]),
         }
     )
-    result = validate_raw_rows(frame, DAY, NOW)
+    result = validate_raw_rows(frame, DATASET, DAY, NOW)
     reasons = list(result.quarantined[REASON_COLUMN])
     assert reasons == [
         PICKUP_OUTSIDE_DAY,
@@ -84,15 +96,20 @@ def test_nulls_are_reasons_not_crashes() -> None:
     frame = trips().astype({"pickup_zip": "Int64"})
     frame.loc[0, "pickup_zip"] = pd.NA
     frame.loc[1, "fare_amount"] = np.nan
-    result = validate_raw_rows(frame, DAY, NOW)
-    assert list(result.quarantined[REASON_COLUMN]) == ["null pickup_zip", "null fare_amount"]
-    assert result.valid["pickup_zip"].dtype == "int64" and len(result.valid) == 1
+    result = validate_raw_rows(frame, DATASET, DAY, NOW)
+    # A null label is no reason: fare_amount is a label column, and an unlabelled trip is a
+    # row to score. It is kept, with its fare still null.
+    assert list(result.quarantined[REASON_COLUMN]) == ["null pickup_zip"]
+    assert result.valid["pickup_zip"].dtype == "int64" and len(result.valid) == 2
+    assert dict(result.valid.dtypes.astype(str)) == RAW_SCHEMA
+    assert result.valid["fare_amount"].isna().tolist() == [True, False]
+    assert result.valid[PICKUP].tolist() == list(pd.to_datetime(["2026-03-05 12:00", "2026-03-05 23:50"]))
 
 
 def test_duplicates_keep_the_first_copy_and_read_problems_are_carried() -> None:
     frame = pd.concat([trips(), trips().iloc[[0]]], ignore_index=True)
     earlier = pd.Series(["", "unparseable trip_distance", "", ""])
-    result = validate_raw_rows(frame, DAY, NOW, earlier)
+    result = validate_raw_rows(frame, DATASET, DAY, NOW, earlier)
     assert list(result.quarantined[REASON_COLUMN]) == ["unparseable trip_distance", DUPLICATE_ROW]
     assert len(result.valid) == 2
 

@@ -22,13 +22,14 @@ from tabml_assets.assets.common import table_metadata
 from tabml_assets.definitions import build_definitions
 from tabml_assets.ml import report
 from tabml_assets.ml.evaluation import GateResult
-from tabml_assets.ml.schema import PICKUP
 from tabml_assets.seed import plan_seed, run_selection, seed_demo
-from tabml_assets.spec import load_spec
+from tabml_assets.spec import LoadedSpec, load_spec
 from tabml_assets_tests.conftest import TODAY
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+# The taxi example's event time: the report and the metadata are told its name.
+PICKUP = "tpep_pickup_datetime"
 
 
 def decoded_png(png: bytes) -> np.ndarray:
@@ -57,8 +58,8 @@ def tiny_plots() -> list[report.Plot]:
     rng = np.random.default_rng(1)
     y_true = rng.uniform(3, 40, 60)
     predictions = {report.CHALLENGER: y_true + rng.normal(0, 1, 60), report.BASELINE: np.full(60, y_true.mean())}
-    importance = pd.DataFrame({"feature": ["a", "b"], "rmse_increase": [3.0, 0.1], "std": [0.2, 0.05]})
-    return report.evaluation_plots(y_true, predictions, rng.integers(0, 24, 60), importance, "fare_amount")
+    importance = pd.DataFrame({"feature": ["a", "b"], "worsening": [3.0, 0.1], "std": [0.2, 0.05], "metric": "rmse"})
+    return report.evaluation_plots(y_true, predictions, rng.integers(0, 24, 60), importance, "fare_amount", PICKUP)
 
 
 def test_every_plot_is_a_readable_png(tiny_plots: list[report.Plot]) -> None:
@@ -74,6 +75,8 @@ def test_every_plot_is_a_readable_png(tiny_plots: list[report.Plot]) -> None:
         assert base64.b64decode(plot.data_uri().split(",", 1)[1]) == plot.png
         # Small enough that four of them keep a materialization event light.
         assert len(plot.png) < 60_000
+    # The hour plot names the spec's event time, not a column the platform assumes.
+    assert f"hour of {PICKUP} (UTC)" in tiny_plots[2].caption
 
 
 def test_plots_reject_mismatched_lengths() -> None:
@@ -104,8 +107,10 @@ def test_permutation_importance_ranks_the_signal_above_noise() -> None:
     model = LinearRegression().fit(inputs, target)
     importance = report.feature_importance(model, inputs, target, sample_rows=200, repeats=2)
     assert list(importance["feature"]) == ["signal", "noise"]
-    assert importance.loc[0, "rmse_increase"] > 5
-    assert abs(importance.loc[1, "rmse_increase"]) < 0.05
+    # By default the worsening is the RMSE increase when a column is shuffled.
+    assert set(importance["metric"]) == {"rmse"}
+    assert importance.loc[0, "worsening"] > 5
+    assert abs(importance.loc[1, "worsening"]) < 0.05
     # Sampling is seeded: the same call gives the same numbers.
     pd.testing.assert_frame_equal(importance, report.feature_importance(model, inputs, target, 200, 2))
 
@@ -190,21 +195,22 @@ def test_html_report_is_self_contained_and_escaped(tiny_plots: list[report.Plot]
     assert "challenger v3" in text and "-0.500 ✓" in text and "✓ passed" in text
 
 
-def metadata_of(instance: DagsterInstance, asset: str, partition: str) -> dict:
-    for record in instance.fetch_materializations(AssetKey(asset), limit=20).records:
+def metadata_of(instance: DagsterInstance, asset: AssetKey, partition: str) -> dict:
+    for record in instance.fetch_materializations(asset, limit=20).records:
         if record.asset_materialization.partition == partition:
             return {k: v.value for k, v in record.asset_materialization.metadata.items()}
-    raise AssertionError(f"no materialization of {asset} for partition {partition}")
+    raise AssertionError(f"no materialization of {asset.to_user_string()} for partition {partition}")
 
 
 def test_evaluation_report_materializes_the_step_card(
-    test_spec, test_defs, instance: DagsterInstance, tabml_home: Path
+    test_spec: LoadedSpec, test_defs, instance: DagsterInstance, tabml_home: Path
 ) -> None:
+    keys = test_spec.keys
     plan = seed_demo(test_defs, test_spec, instance, TODAY)
     key = plan.scoring_day.isoformat()
     # A second training, on the latest window, meets a champion: every row and delta shows.
-    run_selection(test_defs, instance, ["trained_model", "evaluation_report"], partition_key=key)
-    metadata = metadata_of(instance, "evaluation_report", key)
+    run_selection(test_defs, instance, [keys.trained_model, keys.evaluation_report], partition_key=key)
+    metadata = metadata_of(instance, keys.evaluation_report, key)
 
     card_md = metadata["step_card"]
     assert len(DATA_URI.findall(card_md)) == 4
@@ -218,22 +224,22 @@ def test_evaluation_report_materializes_the_step_card(
 
     # The same report as HTML: on disk under the artifact folder and in the evaluation run.
     html_path = Path(metadata["report_html"])
-    assert html_path == tabml_home / "artifacts" / "evaluation_report" / f"{key}.html"
+    assert html_path == tabml_home / "artifacts" / "nyc_taxi" / "evaluation_report" / f"{key}.html"
     page = html_path.read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == 4
     uri = f"sqlite:///{tabml_home}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(metadata["evaluation_mlflow_run_id"])
-    assert run.data.tags["dagster.asset_key"] == "evaluation_report"
+    assert run.data.tags["dagster.asset_key"] == "nyc_taxi/evaluation_report"
     logged = Path(client.download_artifacts(run.info.run_id, "evaluation_report.html", str(tabml_home)))
     assert logged.read_text(encoding="utf-8") == page
     assert metadata["report_mlflow_artifact"].endswith(f"{run.info.run_id}/artifacts/evaluation_report.html")
 
     # Table metadata says which time the rows cover (the seed ingested its days in one run).
     first_day = pd.Timestamp(plan.ingest_days[0].isoformat(), tz="UTC").timestamp()
-    for asset in ("raw_data", "features"):
+    for asset in (keys.raw_data, keys.features):
         window = metadata_of(instance, asset, key)
-        assert first_day <= window["earliest_pickup"] <= window["latest_pickup"] < first_day + 86_400 * len(plan.ingest_days)
+        assert first_day <= window["earliest_event_time"] <= window["latest_event_time"] < first_day + 86_400 * len(plan.ingest_days)
 
 
 def test_table_metadata_reports_rows_schema_preview_and_time_window() -> None:
@@ -241,35 +247,36 @@ def test_table_metadata_reports_rows_schema_preview_and_time_window() -> None:
         "2026-03-08": pd.DataFrame({PICKUP: pd.to_datetime(["2026-03-08 00:05", "2026-03-08 23:50"]), "fare": [5.0, 7.5]}),
         "2026-03-09": pd.DataFrame({PICKUP: pd.to_datetime(["2026-03-09 12:00"]), "fare": [9.0]}),
     }
-    metadata = {k: v.value for k, v in table_metadata(frames).items()}
+    metadata = {k: v.value for k, v in table_metadata(frames, PICKUP).items()}
     assert metadata["dagster/row_count"] == 3
     assert [c.name for c in metadata["dagster/column_schema"].columns] == [PICKUP, "fare"]
     assert "2026-03-08 23:50:00" in metadata["preview"] and "7.5" in metadata["preview"]
     assert metadata["rows_per_partition"] == {"2026-03-08": 2, "2026-03-09": 1}
-    assert metadata["earliest_pickup"] == pd.Timestamp("2026-03-08 00:05", tz="UTC").timestamp()
-    assert metadata["latest_pickup"] == pd.Timestamp("2026-03-09 12:00", tz="UTC").timestamp()
+    assert metadata["earliest_event_time"] == pd.Timestamp("2026-03-08 00:05", tz="UTC").timestamp()
+    assert metadata["latest_event_time"] == pd.Timestamp("2026-03-09 12:00", tz="UTC").timestamp()
     # A quiet day has no time window to report.
-    assert "earliest_pickup" not in table_metadata(pd.DataFrame({PICKUP: pd.to_datetime([]), "fare": []}))
+    assert "earliest_event_time" not in table_metadata(pd.DataFrame({PICKUP: pd.to_datetime([]), "fare": []}), PICKUP)
 
 
 def test_a_failed_gate_still_reports_why_in_the_card(
-    conf_dir: Path, tabml_home: Path, instance: DagsterInstance
+    conf_dir: Path, project_dir: Path, tabml_home: Path, instance: DagsterInstance
 ) -> None:
-    path = conf_dir / "pipeline.yaml"
+    path = project_dir / "pipeline.yaml"
     data = yaml.safe_load(path.read_text())
     data["validation"].update({"run_mode": "enabled", "criteria": {"rmse": {"max": 0.01}}})
     path.write_text(yaml.safe_dump(data))
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+    keys = spec.keys
     defs = build_definitions(spec)
     plan = plan_seed(spec, TODAY)
     days = (plan.ingest_days[0].isoformat(), plan.training_day.isoformat())
-    run_selection(defs, instance, ["raw_data", "features"], partition_range=days)
+    run_selection(defs, instance, keys.assets("raw_data", "features"), partition_range=days)
     result = run_selection(
-        defs, instance, ["trained_model", "evaluation_report"], partition_key=days[1], raise_on_error=False
+        defs, instance, keys.assets("trained_model", "evaluation_report"), partition_key=days[1], raise_on_error=False
     )
     assert not result.success  # the blocking gate check failed the step
 
-    metadata = metadata_of(instance, "evaluation_report", days[1])
+    metadata = metadata_of(instance, keys.evaluation_report, days[1])
     assert "✗ Gate failed: FAILED: rmse =" in metadata["step_card"]
     assert "required <= 0.01" in metadata["step_card"] and "no champion is set" in metadata["step_card"]
     assert "| gate_rmse_max |" in metadata["step_card"] and "✗ failed" in metadata["step_card"]

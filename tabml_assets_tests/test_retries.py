@@ -111,18 +111,32 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowGateway]
         yield running
 
 
-def gateway_spec(conf_dir: Path, tabml_home: Path, url: str) -> LoadedSpec:
+def edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def gateway_spec(conf_dir: Path, project_dir: Path, tabml_home: Path, url: str) -> LoadedSpec:
     """The test deployment with MLflow behind the gateway and short retry delays."""
     number = next(_model_numbers)
-    path = conf_dir / "profiles" / "test.yaml"
-    profile = yaml.safe_load(path.read_text())
-    profile["mlflow"].update(
-        tracking_uri=url, registry_uri=url,
-        experiment_name=f"tabml-retries-{number}", model_name=f"tabml_retries_{number}",
+    edit_yaml(
+        conf_dir / "profiles" / "test.yaml",
+        lambda profile: profile["mlflow"].update(
+            tracking_uri=url, registry_uri=url,
+            experiment_name=f"tabml-retries-{number}", model_name=f"tabml_retries_{number}",
+        ),
     )
-    profile.setdefault("pipeline_overrides", {})["retries"] = {"max_retries": 3, "delay_seconds": 0.2}
-    path.write_text(yaml.safe_dump(profile))
-    return load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+    # Pipeline overrides per deployment live in the project's own profile.
+    edit_yaml(
+        project_dir / "profiles" / "test.yaml",
+        lambda profile: profile.setdefault("pipeline_overrides", {}).update(
+            retries={"max_retries": 3, "delay_seconds": 0.2}
+        ),
+    )
+    spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
+    assert spec.pipeline.retries.delay_seconds == 0.2
+    return spec
 
 
 @pytest.fixture
@@ -131,6 +145,11 @@ def gateway_env(monkeypatch: pytest.MonkeyPatch, gateway: MlflowGateway) -> Mlfl
     # MLflow's client retries by itself for minutes; here Dagster's step retry is under test.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     return gateway
+
+
+# Op and step keys of a project's assets carry its name: nyc_taxi__<asset>.
+def step_key(asset: str) -> str:
+    return f"nyc_taxi__{asset}"
 
 
 def step_retries(result: ExecuteInProcessResult, step: str) -> int:
@@ -153,10 +172,11 @@ def no_run_left_running(registry: ModelRegistry) -> None:
 
 
 def test_transient_errors_are_retried_then_succeed_and_permanent_ones_fail_at_once(
-    gateway_env: MlflowGateway, conf_dir: Path, tabml_home: Path, instance: DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
+    gateway_env: MlflowGateway, conf_dir: Path, project_dir: Path, tabml_home: Path,
+    instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spec = gateway_spec(conf_dir, tabml_home, gateway_env.url)
+    spec = gateway_spec(conf_dir, project_dir, tabml_home, gateway_env.url)
+    keys = spec.keys
     defs = build_definitions(spec)
     plan = seed_demo(defs, spec, instance, TODAY)
     scoring_key = plan.scoring_day.isoformat()
@@ -164,25 +184,25 @@ def test_transient_errors_are_retried_then_succeed_and_permanent_ones_fail_at_on
     # Two 503s: the step is retried twice with backoff and then scores the day.
     before = len(gateway_env.state.statuses())
     gateway_env.state.fail_next(2, status=503)
-    result = run_selection(defs, instance, ["batch_predictions"], partition_key=scoring_key, raise_on_error=False)
+    result = run_selection(defs, instance, [keys.batch_predictions], partition_key=scoring_key, raise_on_error=False)
     assert result.success
-    assert step_retries(result, "batch_predictions") == 2
+    assert step_retries(result, step_key("batch_predictions")) == 2
     assert gateway_env.state.statuses()[before : before + 2] == [503, 503]
-    assert (tabml_home / "data" / "batch_predictions" / f"{scoring_key}.parquet").exists()
+    assert (tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{scoring_key}.parquet").exists()
 
     # A 429 on the promotion step is retried the same way.
     gateway_env.state.fail_next(1, status=429)
     result = run_selection(
-        defs, instance, ["champion_model"], partition_key=plan.training_day.isoformat(), raise_on_error=False
+        defs, instance, [keys.champion_model], partition_key=plan.training_day.isoformat(), raise_on_error=False
     )
-    assert result.success and step_retries(result, "champion_model") == 1
+    assert result.success and step_retries(result, step_key("champion_model")) == 1
 
     # Bad credentials are permanent: no retry, and the message says what MLflow answered.
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "a-wrong-token")
-    result = run_selection(defs, instance, ["batch_predictions"], partition_key=scoring_key, raise_on_error=False)
+    result = run_selection(defs, instance, [keys.batch_predictions], partition_key=scoring_key, raise_on_error=False)
     assert not result.success
-    assert step_retries(result, "batch_predictions") == 0
-    message = step_failure(result, "batch_predictions")
+    assert step_retries(result, step_key("batch_predictions")) == 0
+    message = step_failure(result, step_key("batch_predictions"))
     assert "failed with a permanent error (not retried)" in message and "UNAUTHENTICATED" in message
     assert "a-wrong-token" not in message
 
@@ -191,17 +211,19 @@ def test_transient_errors_are_retried_then_succeed_and_permanent_ones_fail_at_on
 
 
 def test_a_model_without_champion_fails_at_once(
-    gateway_env: MlflowGateway, conf_dir: Path, tabml_home: Path, instance: DagsterInstance
+    gateway_env: MlflowGateway, conf_dir: Path, project_dir: Path, tabml_home: Path,
+    instance: DagsterInstance,
 ) -> None:
-    spec = gateway_spec(conf_dir, tabml_home, gateway_env.url)
+    spec = gateway_spec(conf_dir, project_dir, tabml_home, gateway_env.url)
+    keys = spec.keys
     defs = build_definitions(spec)
     key = plan_seed(spec, TODAY).scoring_day.isoformat()
-    run_selection(defs, instance, ["raw_data", "features"], partition_key=key)
+    run_selection(defs, instance, keys.assets("raw_data", "features"), partition_key=key)
     # One transient error first: retried, then the permanent "no champion" ends the step.
     gateway_env.state.fail_next(1, status=503)
-    result = run_selection(defs, instance, ["batch_predictions"], partition_key=key, raise_on_error=False)
+    result = run_selection(defs, instance, [keys.batch_predictions], partition_key=key, raise_on_error=False)
     assert not result.success
-    assert step_retries(result, "batch_predictions") == 1
+    assert step_retries(result, step_key("batch_predictions")) == 1
     assert f"registered model '{spec.profile.mlflow.model_name}' has no 'champion' alias yet" in step_failure(
-        result, "batch_predictions"
+        result, step_key("batch_predictions")
     )

@@ -9,12 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions
 from sklearn.pipeline import Pipeline
 
 from tabml_assets.assets import build_assets
-from tabml_assets.ml.demo_data import generate_demo_trips
-from tabml_assets.ml.features import MissingColumnsError, build_features
+from tabml_assets.ml.features import FeatureTable, MissingColumnsError, build_features
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, predict_in_chunks, score_frame
 from tabml_assets.ml.training import fit_model, model_inputs, split_chronologically
 from tabml_assets.resources import build_model_registry, build_resources
@@ -27,20 +26,24 @@ SCORED_AT = dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC)
 DAYS = ["2026-03-08", "2026-03-09"]
 
 
-def demo_features(day: str, rows: int) -> pd.DataFrame:
-    return build_features(generate_demo_trips(dt.date.fromisoformat(day), rows), "fare_amount")
+def demo_features(spec: LoadedSpec, day: str, rows: int) -> pd.DataFrame:
+    """The project's demo rows for `day` through its steps.build_features, as the features asset makes them."""
+    assert spec.steps.demo_rows is not None
+    raw = spec.steps.demo_rows(dt.date.fromisoformat(day), rows)
+    return build_features(raw, FeatureTable.of(spec.pipeline), derive=spec.steps.build_features)
 
 
 def fitted_model(spec: LoadedSpec, rows: int = 600) -> Pipeline:
-    features = demo_features("2026-03-01", rows)
-    return fit_model(split_chronologically(features, spec.pipeline.split), spec.pipeline).model
+    features = demo_features(spec, "2026-03-01", rows)
+    splits = split_chronologically(features, spec.pipeline.split, spec.pipeline.event_time)
+    return fit_model(splits, spec.pipeline, spec.steps).model
 
 
 def register_champion(spec: LoadedSpec) -> ModelVersionRef:
     """Register a small fitted model and point `champion` at it, as champion_model would."""
     registry = build_model_registry(spec)
     model = fitted_model(spec)
-    example = model_inputs(demo_features("2026-03-01", 5), spec.pipeline)
+    example = model_inputs(demo_features(spec, "2026-03-01", 5), spec.pipeline)
     with registry.run("test champion", {"tabml.test": "scoring"}):
         ref = registry.log_and_register(model, example, model.predict(example))
     registry.set_alias(CHAMPION, ref.version)
@@ -58,7 +61,7 @@ def definitions_with(spec: LoadedSpec, **resources: object) -> Definitions:
 
 
 def test_score_frame_adds_prediction_and_provenance(test_spec: LoadedSpec, model: Pipeline) -> None:
-    features = demo_features("2026-03-08", 3)
+    features = demo_features(test_spec, "2026-03-08", 3)
     before = features.copy()
 
     scored = score_frame(features, model, test_spec.pipeline.feature_columns, "fare", "4", SCORED_AT)
@@ -74,19 +77,19 @@ def test_score_frame_adds_prediction_and_provenance(test_spec: LoadedSpec, model
 
 
 def test_score_frame_names_a_missing_feature_column(test_spec: LoadedSpec, model: Pipeline) -> None:
-    features = demo_features("2026-03-08", 3).drop(columns=["pickup_zip"])
+    features = demo_features(test_spec, "2026-03-08", 3).drop(columns=["pickup_zip"])
     with pytest.raises(MissingColumnsError, match=r"scoring input: missing columns \['pickup_zip'\]"):
         score_frame(features, model, test_spec.pipeline.feature_columns, "fare", "4", SCORED_AT)
 
 
 def test_score_frame_on_no_rows_keeps_the_columns(test_spec: LoadedSpec, model: Pipeline) -> None:
-    empty = demo_features("2026-03-08", 3).iloc[:0]
+    empty = demo_features(test_spec, "2026-03-08", 3).iloc[:0]
     scored = score_frame(empty, model, test_spec.pipeline.feature_columns, "fare", "4", SCORED_AT)
     assert len(scored) == 0 and PREDICTION_COLUMN in scored.columns
 
 
 def test_chunked_prediction_equals_one_predict(test_spec: LoadedSpec, model: Pipeline) -> None:
-    inputs = demo_features("2026-03-08", 101)[test_spec.pipeline.feature_columns]
+    inputs = demo_features(test_spec, "2026-03-08", 101)[test_spec.pipeline.feature_columns]
     assert predict_in_chunks(model, inputs, chunk_rows=10).tolist() == model.predict(inputs).tolist()
 
 
@@ -94,7 +97,9 @@ def test_batch_predictions_without_champion_says_what_to_run(
     test_spec: LoadedSpec, test_defs: Definitions, instance: DagsterInstance
 ) -> None:
     # The alias is checked before any partition is read.
-    result = run_selection(test_defs, instance, ["batch_predictions"], partition_key=DAYS[0], raise_on_error=False)
+    result = run_selection(
+        test_defs, instance, [test_spec.keys.batch_predictions], partition_key=DAYS[0], raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.error.message
@@ -105,19 +110,24 @@ def test_range_run_streams_each_partition_through_the_champion(
     test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
 ) -> None:
     champion = register_champion(test_spec)
+    keys = test_spec.keys
     root = Path(test_spec.resolve_local(test_spec.profile.storage.root))
     # Batches of 64 rows: each 400-row day is scored in 7 batches, as a large day would be.
-    defs = definitions_with(test_spec, io_manager=PartitionedParquetIOManager(root=str(root), stream_batch_rows=64))
+    store = PartitionedParquetIOManager(root=str(root), stream_batch_rows=64)
+    defs = definitions_with(test_spec, io_manager=store)
 
-    result = run_selection(defs, instance, ["raw_data", "features", "batch_predictions"], partition_range=(DAYS[0], DAYS[-1]))
+    result = run_selection(
+        defs, instance, keys.assets("raw_data", "features", "batch_predictions"), partition_range=(DAYS[0], DAYS[-1])
+    )
 
     assert result.success
     model = build_model_registry(test_spec).load_model(champion)
     rows_per_day = test_spec.profile.data_source.demo_rows_per_day
     all_predictions = []
     for day in DAYS:
-        features = pd.read_parquet(root / "features" / f"{day}.parquet")
-        predictions_file = root / "batch_predictions" / f"{day}.parquet"
+        features = pd.read_parquet(store.partition_path(keys.features, day))
+        predictions_file = store.partition_path(keys.batch_predictions, day)
+        assert predictions_file == root / "nyc_taxi" / "batch_predictions" / f"{day}.parquet"
         predictions = pd.read_parquet(predictions_file)
         assert len(features) == len(predictions) == rows_per_day
         assert pq.ParquetFile(predictions_file).metadata.num_row_groups == 7
@@ -129,7 +139,7 @@ def test_range_run_streams_each_partition_through_the_champion(
         all_predictions.append(predictions)
 
     # One materialization per partition, each carrying the run's totals and the champion.
-    records = instance.fetch_materializations(AssetKey("batch_predictions"), limit=10).records
+    records = instance.fetch_materializations(keys.batch_predictions, limit=10).records
     assert sorted(r.asset_materialization.partition for r in records) == DAYS
     for record in records:
         metadata = {k: v.value for k, v in record.asset_materialization.metadata.items()}

@@ -11,14 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
-from tabml_assets.ml.demo_data import generate_demo_trips
-from tabml_assets.ml.training import make_estimator
+from tabml_assets.ml.estimators import make_estimator
 from tabml_assets.resources import build_model_registry
 from tabml_assets.resources.model_registry import ModelVersionRef
 from tabml_assets.resources.storage import PartitionedParquetIOManager, UnsafePathError
@@ -120,8 +119,9 @@ def test_servers_bind_loopback_by_default() -> None:
 def test_estimator_outside_the_allow_list_is_never_imported(class_name: str) -> None:
     # Even a spec that skipped validation cannot make training import a class by path.
     spec = EstimatorSpec.model_construct(class_name=class_name, params={})
-    with pytest.raises(ValueError, match=re.escape(f"found {class_name!r}")):
-        make_estimator(spec)
+    for task in ("regression", "binary"):
+        with pytest.raises(ValueError, match=re.escape(f"found {class_name!r}")):
+            make_estimator(spec, task, None)
 
 
 def test_models_load_only_from_the_registry_by_version(test_spec: LoadedSpec) -> None:
@@ -153,9 +153,14 @@ def test_models_load_only_from_the_registry_by_version(test_spec: LoadedSpec) ->
 def test_partition_keys_cannot_escape_the_storage_root(tmp_path: Path, key: str) -> None:
     store = PartitionedParquetIOManager(root=str(tmp_path / "data"))
     with pytest.raises(UnsafePathError, match="partition key"):
-        store.partition_path("raw_data", key)
+        store.partition_path(AssetKey(["nyc_taxi", "raw_data"]), key)
     with pytest.raises(UnsafePathError, match="asset key"):
         store.partition_path(key or "..", "2026-03-05")
+    # Neither segment of a project's asset key (project, then asset) may escape either.
+    with pytest.raises(UnsafePathError, match="asset key"):
+        store.partition_path(AssetKey([key or "..", "raw_data"]), "2026-03-05")
+    with pytest.raises(UnsafePathError, match="asset key"):
+        store.partition_path(AssetKey(["nyc_taxi", key or ".."]), "2026-03-05")
 
 
 def test_landing_file_outside_the_folder_is_refused(
@@ -169,14 +174,19 @@ def test_landing_file_outside_the_folder_is_refused(
     day = dt.date(2026, 3, 5)
     outside = tmp_path / "elsewhere" / "secret.parquet"
     outside.parent.mkdir()
-    generate_demo_trips(day, 10).to_parquet(outside, index=False)
-    landing = tabml_home / "landing"
-    landing.mkdir()
+    assert spec.steps.demo_rows is not None
+    spec.steps.demo_rows(day, 10).to_parquet(outside, index=False)
+    landing = spec.landing_folder()
+    assert landing == tabml_home / "landing" / "nyc_taxi"
+    landing.mkdir(parents=True)
     (landing / "innocent.parquet").symlink_to(outside)
-    result = run_selection(build_definitions(spec), instance, ["raw_data"], partition_key=day.isoformat(), raise_on_error=False)
+    result = run_selection(
+        build_definitions(spec), instance, [spec.keys.raw_data], partition_key=day.isoformat(), raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
     assert "innocent.parquet: resolves to" in failure.user_failure_data.description
     assert "outside the landing folder" in failure.user_failure_data.description
-    assert not (tabml_home / "data" / "raw_data" / f"{day}.parquet").exists()
+    assert not (tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{day}.parquet").exists()
+    assert not (tabml_home / "data").exists() or not any((tabml_home / "data").rglob("*.parquet"))
     assert pd.read_parquet(outside).shape == (10, 6)

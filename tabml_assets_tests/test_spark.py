@@ -15,8 +15,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, ResourceDefinition
 from pyspark.sql import SparkSession
 
-from tabml_assets.ml.demo_data import generate_demo_trips
-from tabml_assets.ml.features import build_features
+from tabml_assets.ml.features import FeatureTable, build_features
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, score_frame
 from tabml_assets.ml.spark_jobs import shared_with_executors
 from tabml_assets.resources import build_resources
@@ -45,15 +44,29 @@ def spark() -> Iterator[SparkSession]:
 
 
 @pytest.fixture(scope="module")
-def big_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PartitionedParquetIOManager]:
+def taxi(tmp_path_factory: pytest.TempPathFactory) -> LoadedSpec:
+    """The nyc_taxi example of the test deployment: its demo rows, steps and asset keys."""
+    return load_spec("test", tabml_home=tmp_path_factory.mktemp("spark_home"))
+
+
+def taxi_features(spec: LoadedSpec) -> partial:
+    """The features asset's batch transform: the example's steps.build_features in tabml's table."""
+    return partial(build_features, table=FeatureTable.of(spec.pipeline), derive=spec.steps.build_features)
+
+
+@pytest.fixture(scope="module")
+def big_store(
+    tmp_path_factory: pytest.TempPathFactory, taxi: LoadedSpec
+) -> Iterator[PartitionedParquetIOManager]:
     """A store holding one 1M-row raw_data partition and its features, made by the pandas path."""
     root = tmp_path_factory.mktemp("big_store")
     store = PartitionedParquetIOManager(root=str(root))
-    raw = generate_demo_trips(dt.date.fromisoformat(DAY), MILLION)
-    raw_path = store.partition_path("raw_data", DAY)
+    assert taxi.steps.demo_rows is not None
+    raw = taxi.steps.demo_rows(dt.date.fromisoformat(DAY), MILLION)
+    raw_path = store.partition_path(taxi.keys.raw_data, DAY)
     raw_path.parent.mkdir(parents=True)
     raw.to_parquet(raw_path, index=False, row_group_size=MILLION // 4)
-    store.transform_partition("raw_data", "features", DAY, partial(build_features, target_column="fare_amount"))
+    store.transform_partition(taxi.keys.raw_data, taxi.keys.features, DAY, taxi_features(taxi))
     yield store
     shutil.rmtree(root, ignore_errors=True)
 
@@ -66,15 +79,19 @@ def copy_aside(path: Path, name: str) -> Path:
 
 
 def test_features_of_a_million_rows_are_identical_on_spark(
-    spark: SparkSession, big_store: PartitionedParquetIOManager
+    spark: SparkSession, big_store: PartitionedParquetIOManager, taxi: LoadedSpec
 ) -> None:
-    engineer = partial(build_features, target_column="fare_amount")
-    pandas_path = pd.read_parquet(big_store.partition_path("features", DAY))
+    keys = taxi.keys
+    pandas_path = pd.read_parquet(big_store.partition_path(keys.features, DAY))
 
-    raw_path = big_store.partition_path("raw_data", DAY)
+    raw_path = big_store.partition_path(keys.raw_data, DAY)
     assert spark.read.parquet(str(raw_path)).rdd.getNumPartitions() > 1
 
-    written = big_store.transform_partition("raw_data", "features_on_spark", DAY, engineer, spark=spark)
+    # The example's build_features is imported from its project folder, not an installed
+    # package: the executors get it pickled by value.
+    written = big_store.transform_partition(
+        keys.raw_data, keys.asset("features_on_spark"), DAY, taxi_features(taxi), spark=spark
+    )
 
     on_spark = pd.read_parquet(written.path)
     assert len(on_spark) == MILLION
@@ -87,18 +104,21 @@ def test_features_of_a_million_rows_are_identical_on_spark(
 def test_predictions_of_a_million_rows_are_identical_on_spark(
     spark: SparkSession, big_store: PartitionedParquetIOManager, tmp_path: Path
 ) -> None:
-    model = fitted_model(load_spec("test", tabml_home=tmp_path))
     spec = load_spec("test", tabml_home=tmp_path)
+    model = fitted_model(spec)
+    keys = spec.keys
     score = partial(
         score_frame, feature_columns=spec.pipeline.feature_columns, model_name="fare",
         model_version="3", scored_at=SCORED_AT,
     )
     summary = SummaryColumns(sums=(PREDICTION_COLUMN,))
 
-    on_pandas = big_store.transform_partition("features", "batch_predictions", DAY, score, {"model": model}, summary=summary)
+    on_pandas = big_store.transform_partition(
+        keys.features, keys.batch_predictions, DAY, score, {"model": model}, summary=summary
+    )
     pandas_file = copy_aside(on_pandas.path, "predictions.parquet")
     on_spark = big_store.transform_partition(
-        "features", "batch_predictions", DAY, score, {"model": model}, spark=spark, summary=summary
+        keys.features, keys.batch_predictions, DAY, score, {"model": model}, spark=spark, summary=summary
     )
 
     expected, got = pd.read_parquet(pandas_file), pd.read_parquet(on_spark.path)
@@ -123,17 +143,20 @@ def test_assets_run_on_spark_when_the_resource_is_present(
     spark: SparkSession, test_spec: LoadedSpec, test_defs: Definitions, instance: DagsterInstance
 ) -> None:
     champion = register_champion(test_spec)
-    root = Path(test_spec.resolve_local(test_spec.profile.storage.root))
-    assets = ["raw_data", "features", "batch_predictions"]
+    keys = test_spec.keys
+    store = PartitionedParquetIOManager(root=test_spec.resolve_local(test_spec.profile.storage.root))
+    assets = keys.assets("raw_data", "features", "batch_predictions")
     run_selection(test_defs, instance, assets, partition_key=DAY)
-    on_pandas = {a: pd.read_parquet(root / a / f"{DAY}.parquet") for a in ("features", "batch_predictions")}
+    on_pandas = {
+        a: pd.read_parquet(store.partition_path(keys.asset(a), DAY)) for a in ("features", "batch_predictions")
+    }
 
     spark_defs = definitions_with(test_spec, spark=SparkSessionResource(master="local[2]"))
     result = run_selection(spark_defs, instance, assets, partition_key=DAY)
 
     assert result.success
-    features = pd.read_parquet(root / "features" / f"{DAY}.parquet")
-    predictions = pd.read_parquet(root / "batch_predictions" / f"{DAY}.parquet")
+    features = pd.read_parquet(store.partition_path(keys.features, DAY))
+    predictions = pd.read_parquet(store.partition_path(keys.batch_predictions, DAY))
     pd.testing.assert_frame_equal(features, on_pandas["features"])
     # Same predictions from the same champion; only the scoring time differs between the runs.
     pd.testing.assert_frame_equal(
@@ -141,7 +164,7 @@ def test_assets_run_on_spark_when_the_resource_is_present(
         rtol=0, atol=1e-9,
     )
     assert set(predictions["model_version"]) == {champion.version}
-    materialization = result.asset_materializations_for_node("batch_predictions")[0]
+    materialization = result.asset_materializations_for_node("nyc_taxi__batch_predictions")[0]
     assert materialization.metadata["engine"].value == "spark (local[2]), mapInPandas"
     assert materialization.metadata["dagster/row_count"].value == len(predictions)
 

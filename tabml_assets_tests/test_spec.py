@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tabml_assets.definitions import build_definitions
-from tabml_assets.spec import DEPLOYMENTS, SpecError, load_spec
+from tabml_assets.keys import ASSET_NAMES
+from tabml_assets.spec import DEPLOYMENTS, SpecError, load_deployment, load_spec
 
 
 def edit_yaml(path: Path, edit) -> None:
@@ -25,57 +26,72 @@ def edit_yaml(path: Path, edit) -> None:
 def test_every_deployment_builds_definitions(deployment: str, tabml_home: Path, monkeypatch) -> None:
     monkeypatch.setenv("DATABRICKS_HOST", "https://dummy.cloud.databricks.com")
     monkeypatch.setenv("DATABRICKS_TOKEN", "dummy-token")
-    spec = load_spec(deployment, tabml_home=tabml_home)
-    defs = build_definitions(spec)
+    loaded = load_deployment(deployment, tabml_home=tabml_home)
+    defs = build_definitions(loaded)
     repo = defs.get_repository_def()
     names = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_data", "features", "trained_model", "evaluation_report", "champion_model", "batch_predictions"} <= names
+    assert "nyc_taxi" in [spec.name for spec in loaded.projects]
+    # Every project's assets are there, each key prefixed by its project.
+    for spec in loaded.projects:
+        expected = {key.to_user_string() for key in spec.keys.assets(*ASSET_NAMES)}
+        assert expected == {f"{spec.name}/{name}" for name in (
+            "raw_data", "features", "trained_model", "evaluation_report", "champion_model", "batch_predictions",
+        )}
+        assert expected <= names
     launcher = repo.get_top_level_resources()["step_launcher"]
     # dev and test run in process; staging and prod ship heavy steps to Databricks.
     uses_databricks = "databricks" in launcher.resource_fn.__module__
     assert uses_databricks == (deployment in ("staging", "prod"))
 
 
-def test_unknown_key_names_file_and_key(conf_dir: Path, tabml_home: Path) -> None:
-    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["split"].update({"holdout": 0.1}))
+def test_unknown_key_names_file_and_key(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(project_dir / "pipeline.yaml", lambda d: d["split"].update({"holdout": 0.1}))
     with pytest.raises(SpecError) as error:
         load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
     message = str(error.value)
-    assert str(conf_dir / "pipeline.yaml") in message
+    assert str(project_dir / "pipeline.yaml") in message
     assert "split.holdout" in message and "unknown key" in message
 
 
-def test_wrong_type_names_expected_and_found(conf_dir: Path, tabml_home: Path) -> None:
-    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d.update({"training_window_days": "a week"}))
+def test_wrong_type_names_expected_and_found(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(project_dir / "pipeline.yaml", lambda d: d.update({"training_window_days": "a week"}))
     with pytest.raises(SpecError) as error:
         load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
     message = str(error.value)
-    assert "training_window_days" in message
+    assert str(project_dir / "pipeline.yaml") in message
+    assert "key `training_window_days`" in message
     assert "expected a valid integer" in message.lower() or "expected input should be a valid integer" in message.lower()
     assert "'a week'" in message
 
 
-def test_ratios_must_sum_to_one(conf_dir: Path, tabml_home: Path) -> None:
-    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["split"].update({"train": 0.8}))
+def test_ratios_must_sum_to_one(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(project_dir / "pipeline.yaml", lambda d: d["split"].update({"train": 0.8}))
     with pytest.raises(SpecError) as error:
         load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
     message = str(error.value)
+    assert str(project_dir / "pipeline.yaml") in message
     assert "key `split`" in message and "must sum to 1" in message and "1.1" in message
 
 
-def test_estimator_outside_allow_list(conf_dir: Path, tabml_home: Path) -> None:
-    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["estimator"].update({"class": "os.system"}))
+def test_estimator_outside_allow_list(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
+    edit_yaml(project_dir / "pipeline.yaml", lambda d: d["estimator"].update({"class": "os.system"}))
     with pytest.raises(SpecError) as error:
         load_spec("dev", conf_dir=conf_dir, tabml_home=tabml_home)
     message = str(error.value)
+    assert str(project_dir / "pipeline.yaml") in message
     assert "estimator.class" in message and "HistGradientBoostingRegressor" in message and "'os.system'" in message
 
 
-def test_profile_override_errors_blame_the_profile(conf_dir: Path, tabml_home: Path) -> None:
-    edit_yaml(conf_dir / "profiles" / "test.yaml", lambda d: d["pipeline_overrides"].update({"training_window_days": 0}))
+def test_profile_override_errors_blame_the_profile(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
+    """A bad key the project's own profiles/test.yaml overrides is blamed on that file, not pipeline.yaml."""
+    profile = project_dir / "profiles" / "test.yaml"
+    edit_yaml(profile, lambda d: d["pipeline_overrides"].update({"training_window_days": 0}))
     with pytest.raises(SpecError) as error:
         load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
-    assert str(conf_dir / "profiles" / "test.yaml") in str(error.value)
+    message = str(error.value)
+    assert str(profile) in message and str(project_dir / "pipeline.yaml") not in message
+    assert "key `training_window_days`" in message
+    assert "greater than or equal to 1" in message and "found 0" in message
 
 
 def test_unknown_deployment() -> None:
@@ -83,9 +99,11 @@ def test_unknown_deployment() -> None:
         load_spec("qa")
 
 
-def test_dagster_definitions_validate_reports_spec_errors(conf_dir: Path, tabml_home: Path) -> None:
+def test_dagster_definitions_validate_reports_spec_errors(
+    conf_dir: Path, project_dir: Path, tabml_home: Path
+) -> None:
     """The CLI a user runs fails on a bad spec and prints the file and key."""
-    edit_yaml(conf_dir / "pipeline.yaml", lambda d: d["split"].update({"train": "most"}))
+    edit_yaml(project_dir / "pipeline.yaml", lambda d: d["split"].update({"train": "most"}))
     env = {**os.environ, "TABML_CONF_DIR": str(conf_dir), "TABML_HOME": str(tabml_home), "TABML_DEPLOYMENT": "dev"}
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
@@ -94,4 +112,4 @@ def test_dagster_definitions_validate_reports_spec_errors(conf_dir: Path, tabml_
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "pipeline.yaml" in output and "split.train" in output and "'most'" in output
+    assert str(project_dir / "pipeline.yaml") in output and "split.train" in output and "'most'" in output

@@ -4,18 +4,16 @@ function batch by batch, compacting Spark part files, and the IO manager reading
 from __future__ import annotations
 
 import datetime as dt
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import build_input_context, build_output_context
+from dagster import AssetKey, build_input_context, build_output_context
 
-from tabml_assets.ml.demo_data import generate_demo_trips
-from tabml_assets.ml.features import build_features
-from tabml_assets.ml.schema import PICKUP
+from tabml_assets.ml.features import FeatureTable
+from tabml_assets.ml.features import build_features as build_feature_table
 from tabml_assets.resources.storage import (
     PartitionedParquetIOManager,
     SummaryColumns,
@@ -27,8 +25,24 @@ from tabml_assets.resources.storage import (
     write_parquet_atomic,
     written_metadata,
 )
+from tabml_assets.spec import load_spec
 
 DAY = dt.date(2026, 3, 2)
+# The nyc_taxi example's features and keys: a real project's data through the store.
+SPEC = load_spec("test")
+KEYS = SPEC.keys
+FEATURE_TABLE = FeatureTable.of(SPEC.pipeline)
+PICKUP = SPEC.pipeline.event_time
+
+
+def generate_demo_trips(day: dt.date, rows: int) -> pd.DataFrame:
+    assert SPEC.steps.demo_rows is not None
+    return SPEC.steps.demo_rows(day, rows)
+
+
+def build_features(raw: pd.DataFrame) -> pd.DataFrame:
+    """The features asset's batch transform: the project's derived columns in the feature table."""
+    return build_feature_table(raw, FEATURE_TABLE, derive=SPEC.steps.build_features)
 
 
 def with_label(frame: pd.DataFrame, label: str = "scored") -> pd.DataFrame:
@@ -46,7 +60,7 @@ def store(tmp_path: Path) -> PartitionedParquetIOManager:
 
 @pytest.fixture
 def raw_partition(store: PartitionedParquetIOManager) -> Path:
-    path = store.partition_path("raw_data", DAY.isoformat())
+    path = store.partition_path(KEYS.raw_data, DAY.isoformat())
     write_parquet_atomic(generate_demo_trips(DAY, 50), path)
     return path
 
@@ -69,10 +83,21 @@ def test_failed_write_keeps_the_previous_file_and_no_temp_file(tmp_path: Path) -
     assert leftovers(path.parent) == []
 
 
+def test_partitions_live_under_their_project_and_asset(tmp_path: Path, store: PartitionedParquetIOManager) -> None:
+    assert store.partition_path(KEYS.raw_data, "2026-03-02") == tmp_path / "data" / "nyc_taxi" / "raw_data" / "2026-03-02.parquet"
+    assert store.partition_path(KEYS.features, None, ".json") == tmp_path / "data" / "nyc_taxi" / "features" / "latest.json"
+
+
 @pytest.mark.parametrize("key", ["../escape", "a/b", "", ".hidden", "2026-03-02/.."])
 def test_partition_keys_cannot_leave_the_root(store: PartitionedParquetIOManager, key: str) -> None:
     with pytest.raises(UnsafePathError, match="partition key"):
-        store.partition_path("features", key)
+        store.partition_path(KEYS.features, key)
+
+
+@pytest.mark.parametrize("project", ["..", "a/b", ".hidden"])
+def test_asset_key_segments_cannot_leave_the_root(store: PartitionedParquetIOManager, project: str) -> None:
+    with pytest.raises(UnsafePathError, match="asset key"):
+        store.partition_path(AssetKey([project, "features"]), "2026-03-02")
 
 
 def test_streamed_transform_runs_batch_by_batch_and_matches_the_whole_frame(
@@ -82,19 +107,19 @@ def test_streamed_transform_runs_batch_by_batch_and_matches_the_whole_frame(
 
     def engineer(frame: pd.DataFrame) -> pd.DataFrame:
         seen.append(len(frame))
-        return build_features(frame, "fare_amount")
+        return build_features(frame)
 
     written = store.transform_partition(
-        "raw_data", "features", DAY.isoformat(), engineer,
+        KEYS.raw_data, KEYS.features, DAY.isoformat(), engineer,
         summary=SummaryColumns(sums=("trip_distance",), ranges=(PICKUP,)),
     )
 
     # 50 rows in batches of at most 7: the partition never sits in memory whole.
     assert seen == [7, 7, 7, 7, 7, 7, 7, 1]
     assert pq.ParquetFile(written.path).metadata.num_row_groups == 8
-    expected = build_features(pd.read_parquet(raw_partition), "fare_amount")
+    expected = build_features(pd.read_parquet(raw_partition))
     pd.testing.assert_frame_equal(pd.read_parquet(written.path), expected)
-    assert written.path == store.partition_path("features", DAY.isoformat())
+    assert written.path == store.partition_path(KEYS.features, DAY.isoformat())
     assert written.rows == 50
     assert written.column_sums["trip_distance"] == pytest.approx(expected["trip_distance"].sum())
     assert written.column_ranges[PICKUP] == (expected[PICKUP].min(), expected[PICKUP].max())
@@ -106,7 +131,7 @@ def test_shared_objects_reach_the_transform_as_keyword_arguments(
     store: PartitionedParquetIOManager, raw_partition: Path
 ) -> None:
     written = store.transform_partition(
-        "raw_data", "labelled", DAY.isoformat(), with_label, shared={"label": "from shared"}
+        KEYS.raw_data, KEYS.asset("labelled"), DAY.isoformat(), with_label, shared={"label": "from shared"}
     )
     assert set(pd.read_parquet(written.path)["label"]) == {"from shared"}
 
@@ -130,17 +155,17 @@ def test_empty_partition_keeps_the_full_schema(tmp_path: Path) -> None:
 def test_a_batch_that_does_not_fit_names_the_partition_and_column_and_keeps_the_old_file(
     store: PartitionedParquetIOManager, raw_partition: Path
 ) -> None:
-    target = store.partition_path("features", DAY.isoformat())
+    target = store.partition_path(KEYS.features, DAY.isoformat())
     write_parquet_atomic(pd.DataFrame({"previous": [1]}), target)
     calls = {"n": 0}
 
     def drops_a_column_later(frame: pd.DataFrame) -> pd.DataFrame:
         calls["n"] += 1
-        out = build_features(frame, "fare_amount")
+        out = build_features(frame)
         return out.drop(columns=["pickup_hour"]) if calls["n"] == 3 else out
 
     with pytest.raises(TransformOutputError) as raised:
-        store.transform_partition("raw_data", "features", DAY.isoformat(), drops_a_column_later)
+        store.transform_partition(KEYS.raw_data, KEYS.features, DAY.isoformat(), drops_a_column_later)
     message = str(raised.value)
     assert str(target) in message and "['pickup_hour']" in message
     pd.testing.assert_frame_equal(pd.read_parquet(target), pd.DataFrame({"previous": [1]}))
@@ -149,10 +174,11 @@ def test_a_batch_that_does_not_fit_names_the_partition_and_column_and_keeps_the_
 
 def test_missing_upstream_partition_says_what_to_materialize(store: PartitionedParquetIOManager) -> None:
     with pytest.raises(FileNotFoundError) as raised:
-        store.transform_partition("raw_data", "features", "2026-03-05", with_label)
+        store.transform_partition(KEYS.raw_data, KEYS.features, "2026-03-05", with_label)
     message = str(raised.value)
-    assert "raw_data: partition 2026-03-05 is not materialized" in message
-    assert str(store.partition_path("raw_data", "2026-03-05")) in message
+    assert "nyc_taxi/raw_data: partition 2026-03-05 is not materialized" in message
+    assert "materialize nyc_taxi/raw_data for 2026-03-05 first" in message
+    assert str(store.partition_path(KEYS.raw_data, "2026-03-05")) in message
 
 
 def test_compaction_keeps_part_order_and_casts_to_the_partition_schema(tmp_path: Path) -> None:
@@ -178,30 +204,30 @@ def test_compaction_keeps_part_order_and_casts_to_the_partition_schema(tmp_path:
 def test_io_manager_reads_streamed_partitions_and_rejects_wrong_partition_sets(
     store: PartitionedParquetIOManager, raw_partition: Path
 ) -> None:
-    engineer = partial(build_features, target_column="fare_amount")
-    written = store.transform_partition("raw_data", "features", DAY.isoformat(), engineer)
-    loaded = store.load_input(build_input_context(asset_key="features", partition_key=DAY.isoformat()))
+    written = store.transform_partition(KEYS.raw_data, KEYS.features, DAY.isoformat(), build_features)
+    loaded = store.load_input(build_input_context(asset_key=KEYS.features, partition_key=DAY.isoformat()))
     pd.testing.assert_frame_equal(loaded, pd.read_parquet(written.path))
 
     frames = {"2026-03-01": loaded}
     with pytest.raises(ValueError, match=r"expected frames for partitions \['2026-03-02'\], found \['2026-03-01'\]"):
-        store.handle_output(build_output_context(asset_key="features", partition_key=DAY.isoformat()), frames)
+        store.handle_output(build_output_context(asset_key=KEYS.features, partition_key=DAY.isoformat()), frames)
 
 
 def test_written_metadata_totals_a_range_run(store: PartitionedParquetIOManager, tmp_path: Path) -> None:
     days = ["2026-03-02", "2026-03-03"]
     for key, rows in zip(days, (30, 0), strict=True):
         trips = generate_demo_trips(dt.date.fromisoformat(key), 30).iloc[:rows]
-        write_parquet_atomic(trips, store.partition_path("raw_data", key))
-    engineer = partial(build_features, target_column="fare_amount")
+        write_parquet_atomic(trips, store.partition_path(KEYS.raw_data, key))
     written = {
-        key: store.transform_partition("raw_data", "features", key, engineer, summary=SummaryColumns(ranges=(PICKUP,)))
+        key: store.transform_partition(
+            KEYS.raw_data, KEYS.features, key, build_features, summary=SummaryColumns(ranges=(PICKUP,))
+        )
         for key in days
     }
-    metadata = written_metadata(written, time_column=PICKUP, time_label="pickup")
+    metadata = written_metadata(written, time_column=PICKUP, time_label="event_time")
     assert metadata["dagster/row_count"].value == 30
     assert metadata["rows_per_partition"].value == {"2026-03-02": 30, "2026-03-03": 0}
     columns = {c.name: c.type for c in metadata["dagster/column_schema"].value.columns}
     assert columns[PICKUP] == "datetime64[us]" and columns["pickup_zip"] == "int64"
-    earliest = dt.datetime.fromtimestamp(metadata["earliest_pickup"].value, dt.UTC)
+    earliest = dt.datetime.fromtimestamp(metadata["earliest_event_time"].value, dt.UTC)
     assert earliest.date() == dt.date(2026, 3, 2)

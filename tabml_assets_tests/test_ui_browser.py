@@ -36,8 +36,11 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
+# Every name of the example project's pipeline carries the project: groups, jobs and asset keys.
+PROJECT = "nyc_taxi"
 ASSETS = ["raw_data", "features", "trained_model", "evaluation_report", "champion_model", "batch_predictions"]
-GROUPS = ["ingestion", "features", "training", "inference"]
+GROUPS = [f"{PROJECT}_{stage}" for stage in ("ingestion", "features", "training", "inference")]
+TRAINING_JOB = f"{PROJECT}_training_job"
 RUN_TIMEOUT_MS = 180_000
 
 
@@ -108,8 +111,8 @@ def test_ui_materializes_the_demo_and_renders_the_step_card(seeded_ui: tuple[Dag
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
     shot(page, "01-asset-graph")
 
-    # 2. Materialize training_job for the latest seeded day with the UI's Materialize dialog.
-    page.goto(f"{server.url}/locations/tabml_assets/jobs/training_job")
+    # 2. Materialize nyc_taxi_training_job for the latest seeded day with the UI's Materialize dialog.
+    page.goto(f"{server.url}/locations/tabml_assets/jobs/{TRAINING_JOB}")
     page.get_by_role("button", name="Materialize all…").click()
     dialog = page.get_by_role("dialog")
     partitions = dialog.get_by_placeholder("No matching partitions")
@@ -133,19 +136,19 @@ def test_ui_materializes_the_demo_and_renders_the_step_card(seeded_ui: tuple[Dag
         {"id": run_id},
     )["runOrError"]
     assert status["status"] == "SUCCESS", f"run {run_id} ended {status['status']}; see {SCREENSHOTS / '03-run.png'}"
-    assert status["jobName"] == "training_job"
+    assert status["jobName"] == TRAINING_JOB
     assert {"key": "dagster/partition", "value": partition} in status["tags"]
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
 
     # 4. The evaluation report: metrics inline, and the step card with its four plots.
-    page.goto(f"{server.url}/assets/evaluation_report")
+    page.goto(f"{server.url}/assets/{PROJECT}/evaluation_report")
     metrics_row = page.locator("tr", has_text="metrics").filter(has_text="Δ challenger − champion").first
     expect(metrics_row).to_contain_text("challenger v2")
     expect(metrics_row).to_contain_text("champion v1")
     shot(page, "04-evaluation-report")
     page.locator("tr", has_text="step_card").get_by_text("[Show Markdown]").click()
     card = page.get_by_role("dialog")
-    expect(card).to_contain_text(f"Evaluation of challenger v2 · partition {partition}")
+    expect(card).to_contain_text(f"Evaluation of challenger v2 · {PROJECT} · partition {partition}")
     expect(card).to_contain_text("Gate passed")
     images = card.locator("img")
     expect(images).to_have_count(4)

@@ -23,6 +23,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetKey,
     MetadataValue,
     PreviewWarning,
     asset_check,
@@ -30,22 +31,19 @@ from dagster import (
 )
 
 from tabml_assets.assets.common import daily_partitions
-from tabml_assets.assets.raw import QUARANTINE_ASSET
+from tabml_assets.ml.metrics import Predictions, positive_class_probability, predict
 from tabml_assets.ml.quality import (
-    DROPOFF_BEFORE_PICKUP,
-    PICKUP_OUTSIDE_DAY,
-    VALUE_RANGES,
+    categorical_population_stability_index,
     count_reasons,
-    future_reason,
     non_finite_counts,
     null_counts,
     population_stability_index,
-    range_reason,
+    range_rule_reasons,
     rule_violations,
     schema_problems,
 )
-from tabml_assets.ml.schema import DROPOFF, PICKUP, RAW_SCHEMA
-from tabml_assets.ml.scoring import PREDICTION_COLUMN
+from tabml_assets.ml.schema import raw_schema
+from tabml_assets.ml.scoring import PREDICTION_COLUMN, PROBABILITY_COLUMN, probability_column
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
 from tabml_assets.resources.retries import (
     build_retry_policy,
@@ -53,19 +51,11 @@ from tabml_assets.resources.retries import (
     transient_errors_only,
 )
 from tabml_assets.resources.storage import PartitionedParquetIOManager
-from tabml_assets.spec import LoadedSpec
+from tabml_assets.spec import DatasetSpec, LoadedSpec
 
 # Checks read the partition files, which in staging and prod live on a volume the cluster
 # mounts: they run where the assets run (the step launcher), not on the Dagster host.
 CHECK_RESOURCES = {"step_launcher", "io_manager"}
-# Rule reasons that the raw_value_ranges check covers (nulls have their own check).
-RANGE_RULES = (
-    *(range_reason(c) for c in VALUE_RANGES),
-    PICKUP_OUTSIDE_DAY,
-    DROPOFF_BEFORE_PICKUP,
-    future_reason(PICKUP),
-    future_reason(DROPOFF),
-)
 
 
 @dataclass
@@ -134,18 +124,20 @@ def evaluate(
 # raw_data -----------------------------------------------------------------------------------
 
 
-def raw_schema_finding(frame: pd.DataFrame) -> Finding:
-    problems = schema_problems(frame, RAW_SCHEMA)
+def raw_schema_finding(frame: pd.DataFrame, dataset: DatasetSpec) -> Finding:
+    schema = raw_schema(dataset)
+    problems = schema_problems(frame, schema)
     return Finding(
         not problems,
-        "; ".join(problems) if problems else f"columns and dtypes match the raw schema ({len(RAW_SCHEMA)} columns)",
+        "; ".join(problems) if problems else f"columns and dtypes match the raw schema ({len(schema)} columns)",
         {"problems": MetadataValue.json(problems)},
     )
 
 
-def raw_nulls_finding(frame: pd.DataFrame) -> Finding:
+def raw_nulls_finding(frame: pd.DataFrame, dataset: DatasetSpec) -> Finding:
     counts = null_counts(frame)
-    with_nulls = {c: n for c, n in counts.items() if n}
+    # Nullable and label columns may hold nulls (a scoring day's label has not arrived).
+    with_nulls = {c: n for c, n in counts.items() if n and not (c in dataset.columns and dataset.is_nullable(c))}
     return Finding(
         not with_nulls,
         f"null values in {with_nulls}" if with_nulls else "no null values",
@@ -153,35 +145,37 @@ def raw_nulls_finding(frame: pd.DataFrame) -> Finding:
     )
 
 
-def raw_ranges_finding(frame: pd.DataFrame, key: str, now: dt.datetime) -> Finding:
-    masks = rule_violations(frame, dt.date.fromisoformat(key), now)
-    counts = {rule: int(masks[rule].sum()) for rule in RANGE_RULES}
+def raw_ranges_finding(frame: pd.DataFrame, dataset: DatasetSpec, key: str, now: dt.datetime) -> Finding:
+    masks = rule_violations(frame, dataset, dt.date.fromisoformat(key), now)
+    counts = {rule: int(masks[rule].sum()) for rule in range_rule_reasons(dataset)}
     broken = {rule: n for rule, n in counts.items() if n}
     return Finding(
         not broken,
-        f"rows breaking value rules: {broken}" if broken else "every row inside the value ranges and its day",
+        f"rows breaking value rules: {broken}" if broken else "every row meets the value rules and is inside its day",
         {"violations_per_rule": MetadataValue.json(counts)},
     )
 
 
 def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     partitions = daily_partitions(spec.pipeline)
+    dataset = spec.pipeline.dataset
+    pipeline_keys = spec.keys
 
     def check_spec(name: str, description: str, blocking: bool) -> AssetCheckSpec:
         return AssetCheckSpec(
-            name, asset="raw_data", description=description, blocking=blocking, partitions_def=partitions
+            name, asset=pipeline_keys.raw_data, description=description, blocking=blocking, partitions_def=partitions
         )
 
     @multi_asset_check(
-        name="raw_data_quality",
+        name=f"{spec.name}_raw_data_quality",
         specs=[
-            check_spec("raw_schema", "Columns and dtypes are the raw trip schema.", True),
-            check_spec("raw_non_empty", "The day has at least one valid trip.", False),
-            check_spec("raw_no_nulls", "No null value in any column.", True),
+            check_spec("raw_schema", "Columns and dtypes are the dataset's raw schema.", True),
+            check_spec("raw_non_empty", "The day has at least one valid row.", False),
+            check_spec("raw_no_nulls", "No null value in a column the dataset declares not nullable.", True),
             check_spec(
                 "raw_value_ranges",
-                "0 < trip_distance < 400, 0 < fare_amount < 1000, pickup <= dropoff, pickup inside "
-                "the partition's day, nothing in the future.",
+                "Every value rule of the dataset spec holds: " + "; ".join(range_rule_reasons(dataset))
+                + " (each names what is refused).",
                 True,
             ),
             check_spec("raw_quarantine", "No row of the day was quarantined.", False),
@@ -192,19 +186,20 @@ def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
         store = store_of(context)
         keys = partition_keys_of(context)
         now = dt.datetime.now(dt.UTC)
-        frames = {key: read_partition(store.partition_path("raw_data", key)) for key in keys}
-        yield evaluate(keys, "raw_schema", AssetCheckSeverity.ERROR, lambda k: raw_schema_finding(frames[k]))
+        frames = {key: read_partition(store.partition_path(pipeline_keys.raw_data, key)) for key in keys}
+        yield evaluate(keys, "raw_schema", AssetCheckSeverity.ERROR, lambda k: raw_schema_finding(frames[k], dataset))
         yield evaluate(
             keys, "raw_non_empty", AssetCheckSeverity.WARN,
             lambda k: Finding(bool(len(frames[k])), f"{len(frames[k])} rows", {"rows": len(frames[k])}),
         )
-        yield evaluate(keys, "raw_no_nulls", AssetCheckSeverity.ERROR, lambda k: raw_nulls_finding(frames[k]))
+        yield evaluate(keys, "raw_no_nulls", AssetCheckSeverity.ERROR, lambda k: raw_nulls_finding(frames[k], dataset))
         yield evaluate(
-            keys, "raw_value_ranges", AssetCheckSeverity.ERROR, lambda k: raw_ranges_finding(frames[k], k, now)
+            keys, "raw_value_ranges", AssetCheckSeverity.ERROR,
+            lambda k: raw_ranges_finding(frames[k], dataset, k, now),
         )
 
         def quarantine_finding(key: str) -> Finding:
-            path = store.partition_path(QUARANTINE_ASSET, key)
+            path = store.partition_path(pipeline_keys.quarantine, key)
             quarantined = read_partition(path)
             reasons = count_reasons(quarantined)
             return Finding(
@@ -228,19 +223,25 @@ def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
 def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     pipeline = spec.pipeline
     partitions = daily_partitions(pipeline)
-    expected = [PICKUP, *pipeline.feature_columns, pipeline.target_column]
-    numeric = [c for c in [*pipeline.feature_columns, pipeline.target_column] if c not in pipeline.categorical_columns]
+    pipeline_keys = spec.keys
+    expected = [pipeline.event_time, *pipeline.feature_columns, pipeline.target_column]
+    types = pipeline.feature_table_types()
+    # The target may be null (unlabelled rows); the numeric model inputs may not.
+    numeric = [
+        c for c in pipeline.feature_columns
+        if c not in pipeline.categorical_columns and types[c] in ("float", "integer")
+    ]
 
     @multi_asset_check(
-        name="features_quality",
+        name=f"{spec.name}_features_quality",
         specs=[
             AssetCheckSpec(
-                "features_columns", asset="features", blocking=True, partitions_def=partitions,
-                description="Every feature column of the spec, the target and the pickup time are present.",
+                "features_columns", asset=pipeline_keys.features, blocking=True, partitions_def=partitions,
+                description="Every feature column of the spec, the target and the event time are present.",
             ),
             AssetCheckSpec(
-                "features_finite", asset="features", blocking=True, partitions_def=partitions,
-                description="No NaN or infinite value in the numeric features or the target.",
+                "features_finite", asset=pipeline_keys.features, blocking=True, partitions_def=partitions,
+                description="No NaN or infinite value in the numeric model inputs.",
             ),
         ],
         required_resource_keys=CHECK_RESOURCES,
@@ -248,7 +249,7 @@ def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     def features_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         store = store_of(context)
         keys = partition_keys_of(context)
-        frames = {key: read_partition(store.partition_path("features", key)) for key in keys}
+        frames = {key: read_partition(store.partition_path(pipeline_keys.features, key)) for key in keys}
 
         def columns_finding(key: str) -> Finding:
             missing = [c for c in expected if c not in frames[key].columns]
@@ -277,21 +278,50 @@ def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
 # batch_predictions --------------------------------------------------------------------------
 
 
+def class_probability_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(f"{PROBABILITY_COLUMN}_")]
+
+
+def probabilities_finding(frame: pd.DataFrame) -> Finding:
+    """Class probabilities inside [0, 1] that sum to 1 per row, with the predicted class shares."""
+    columns = class_probability_columns(frame)
+    matrix = frame[columns].to_numpy(dtype="float64")
+    outside = int(((matrix < 0) | (matrix > 1) | ~np.isfinite(matrix)).any(axis=1).sum())
+    off_sum = int((np.abs(matrix.sum(axis=1) - 1.0) > 1e-6).sum()) if len(matrix) else 0
+    counts = frame[PREDICTION_COLUMN].astype(str).value_counts(normalize=True).round(4)
+    shares = {str(label): float(share) for label, share in counts.items()}
+    return Finding(
+        outside == 0 and off_sum == 0,
+        f"{outside} rows with a probability outside [0, 1], {off_sum} whose probabilities do not sum to 1",
+        {"outside_range": outside, "not_summing_to_one": off_sum, "predicted_class_shares": MetadataValue.json(shares)},
+    )
+
+
 def build_batch_predictions_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     quality = spec.pipeline.data_quality
     partitions = daily_partitions(spec.pipeline)
-    low, high = quality.plausible_prediction_min, quality.plausible_prediction_max
+    pipeline_keys = spec.keys
+    # No bound means no bound: a classifier's probabilities, or a regression target of any size.
+    low = quality.plausible_prediction_min if quality.plausible_prediction_min is not None else -np.inf
+    high = quality.plausible_prediction_max if quality.plausible_prediction_max is not None else np.inf
+
+    regression = spec.pipeline.task == "regression"
+    range_description = (
+        f"Every prediction between {low:g} and {high:g} (data_quality.plausible_prediction_*)."
+        if regression
+        else "Every class probability between 0 and 1, and each row's probabilities sum to 1."
+    )
 
     @multi_asset_check(
-        name="batch_predictions_quality",
+        name=f"{spec.name}_batch_predictions_quality",
         specs=[
             AssetCheckSpec(
-                "predictions_one_per_row", asset="batch_predictions", partitions_def=partitions,
-                description="Exactly one finite prediction for every feature row of the day.",
+                "predictions_one_per_row", asset=pipeline_keys.batch_predictions, partitions_def=partitions,
+                description="Exactly one prediction (finite, or a label) for every feature row of the day.",
             ),
             AssetCheckSpec(
-                "predictions_plausible_range", asset="batch_predictions", partitions_def=partitions,
-                description=f"Every prediction between {low:g} and {high:g} (data_quality.plausible_prediction_*).",
+                "predictions_plausible_range", asset=pipeline_keys.batch_predictions, partitions_def=partitions,
+                description=range_description,
             ),
         ],
         required_resource_keys=CHECK_RESOURCES,
@@ -299,25 +329,27 @@ def build_batch_predictions_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     def batch_predictions_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         store = store_of(context)
         keys = partition_keys_of(context)
-        predictions = {
-            key: read_partition(store.partition_path("batch_predictions", key), [PREDICTION_COLUMN])[PREDICTION_COLUMN]
-            .to_numpy(dtype="float64")
-            for key in keys
-        }
+        scored = {key: read_partition(store.partition_path(pipeline_keys.batch_predictions, key)) for key in keys}
 
         def one_per_row(key: str) -> Finding:
-            inputs = row_count(store.partition_path("features", key))
-            values = predictions[key]
-            non_finite = int((~np.isfinite(values)).sum())
-            passed = len(values) == inputs and non_finite == 0
+            inputs = row_count(store.partition_path(pipeline_keys.features, key))
+            values = scored[key][PREDICTION_COLUMN]
+            missing = (
+                int((~np.isfinite(values.to_numpy(dtype="float64"))).sum()) if regression else int(values.isna().sum())
+            )
+            passed = len(values) == inputs and missing == 0
+            what = "not finite" if regression else "without a label"
             return Finding(
                 passed,
-                f"{len(values)} predictions for {inputs} feature rows, {non_finite} not finite",
-                {"predictions": len(values), "feature_rows": inputs, "non_finite": non_finite},
+                f"{len(values)} predictions for {inputs} feature rows, {missing} {what}",
+                {"predictions": len(values), "feature_rows": inputs, "non_finite": missing},
             )
 
         def plausible(key: str) -> Finding:
-            values = predictions[key]
+            frame = scored[key]
+            if not regression:
+                return probabilities_finding(frame)
+            values = frame[PREDICTION_COLUMN].to_numpy(dtype="float64")
             outside = int(((values < low) | (values > high)).sum())
             metadata: dict[str, Any] = {"outside_range": outside, "range": f"[{low:g}, {high:g}]"}
             if len(values):
@@ -347,10 +379,10 @@ def training_window_of(registry: ModelRegistry, ref: ModelVersionRef) -> list[st
 
 
 def reference_features(
-    store: PartitionedParquetIOManager, keys: list[str], columns: list[str], max_rows: int
+    store: PartitionedParquetIOManager, features: AssetKey, keys: list[str], columns: list[str], max_rows: int
 ) -> pd.DataFrame:
     """The stored feature rows of `keys` (a fixed sample of at most `max_rows`)."""
-    paths = [store.partition_path("features", key) for key in keys]
+    paths = [store.partition_path(features, key) for key in keys]
     frames = [read_partition(path, columns) for path in paths if path.exists()]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return frame.sample(n=max_rows, random_state=0) if len(frame) > max_rows else frame
@@ -375,14 +407,34 @@ def no_reference(reason: str) -> Finding:
     return Finding(True, f"drift not measured: {reason}", {"reference": "none"})
 
 
+def drift_values(expected: Predictions, task: str, positive_class: object) -> dict[str, np.ndarray]:
+    """What predictions drift on: the value (regression), the positive class's probability
+    (binary), or each class's probability (multiclass), keyed by its batch_predictions column."""
+    if task == "regression":
+        return {PREDICTION_COLUMN: np.asarray(expected.values, dtype="float64")}
+    if task == "binary":
+        return {PROBABILITY_COLUMN: positive_class_probability(expected, positive_class)}
+    assert expected.probabilities is not None and expected.classes is not None
+    return {probability_column(c): expected.probabilities[:, i] for i, c in enumerate(expected.classes)}
+
+
+def column_psi(reference: pd.Series, current: pd.Series, bins: int) -> float:
+    """PSI on quantile bins for numbers, on category shares for anything else."""
+    if pd.api.types.is_numeric_dtype(reference) and not pd.api.types.is_bool_dtype(reference):
+        return population_stability_index(reference.to_numpy(dtype="float64", na_value=np.nan), current.to_numpy(dtype="float64", na_value=np.nan), bins)
+    return categorical_population_stability_index(reference.astype("object"), current.astype("object"))
+
+
 def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
     pipeline = spec.pipeline
     quality = pipeline.data_quality
     partitions = daily_partitions(pipeline)
     retry_policy = build_retry_policy(pipeline.retries)
+    pipeline_keys = spec.keys
+    registry_key = pipeline_keys.registry_resource
 
     @asset_check(
-        asset="features",
+        asset=pipeline_keys.features,
         name="features_drift",
         description=(
             f"Population stability index of {quality.drift_columns} against the champion's "
@@ -390,50 +442,48 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
         ),
         partitions_def=partitions,
         retry_policy=retry_policy,
-        required_resource_keys={*CHECK_RESOURCES, "model_registry"},
+        required_resource_keys={*CHECK_RESOURCES, registry_key},
     )
     @transient_errors_only
     def features_drift(context: AssetCheckExecutionContext) -> AssetCheckResult:
         store = store_of(context)
-        registry: ModelRegistry = context.resources.model_registry
+        registry: ModelRegistry = getattr(context.resources, registry_key)
         keys = partition_keys_of(context)
         champion = registry.version_for_alias(CHAMPION)
         window = training_window_of(registry, champion) if champion else []
-        reference = reference_features(store, window, quality.drift_columns, quality.drift_reference_max_rows)
+        reference = reference_features(store, pipeline_keys.features, window, quality.drift_columns, quality.drift_reference_max_rows)
 
         def finding(key: str) -> Finding:
             if champion is None:
                 return no_reference("no champion model yet, so no training window to compare with")
             if reference.empty:
                 return no_reference(f"the champion's training window {window[:1]}..{window[-1:]} has no stored features")
-            current = read_partition(store.partition_path("features", key), quality.drift_columns)
-            psi = {
-                c: population_stability_index(reference[c].to_numpy(), current[c].to_numpy(), quality.psi_bins)
-                for c in quality.drift_columns
-            }
+            current = read_partition(store.partition_path(pipeline_keys.features, key), quality.drift_columns)
+            psi = {c: column_psi(reference[c], current[c], quality.psi_bins) for c in quality.drift_columns}
             label = f"champion v{champion.version}'s training window {window[0]}..{window[-1]}"
             return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
 
         return evaluate(keys, "features_drift", AssetCheckSeverity.WARN, finding)
 
     @asset_check(
-        asset="batch_predictions",
+        asset=pipeline_keys.batch_predictions,
         name="predictions_drift",
         description=(
-            "Population stability index of the predictions against the same model's predictions "
-            f"on its training window; WARN above {quality.psi_warn_threshold:g}."
+            "Population stability index of the predictions (class probabilities for a classifier) "
+            "against the same model's predictions on its training window; WARN above "
+            f"{quality.psi_warn_threshold:g}."
         ),
         partitions_def=partitions,
         retry_policy=retry_policy,
-        required_resource_keys={*CHECK_RESOURCES, "model_registry"},
+        required_resource_keys={*CHECK_RESOURCES, registry_key},
     )
     @transient_errors_only
     def predictions_drift(context: AssetCheckExecutionContext) -> AssetCheckResult:
         store = store_of(context)
-        registry: ModelRegistry = context.resources.model_registry
+        registry: ModelRegistry = getattr(context.resources, registry_key)
 
         def finding(key: str) -> Finding:
-            scored = read_partition(store.partition_path("batch_predictions", key), [PREDICTION_COLUMN, "model_version"])
+            scored = read_partition(store.partition_path(pipeline_keys.batch_predictions, key))
             if scored.empty:
                 return no_reference("the partition has no predictions")
             version = str(scored["model_version"].iloc[0])
@@ -441,21 +491,21 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
                 run_id = registry.client().get_model_version(registry.model_name, version).run_id
             ref = ModelVersionRef(registry.model_name, version, run_id)
             window = training_window_of(registry, ref)
-            reference = reference_features(store, window, pipeline.feature_columns, quality.drift_reference_max_rows)
+            reference = reference_features(store, pipeline_keys.features, window, pipeline.feature_columns, quality.drift_reference_max_rows)
             if reference.empty:
                 return no_reference(f"version {version}'s training window has no stored features")
-            expected = registry.load_model(ref).predict(reference[pipeline.feature_columns])
+            expected = predict(registry.load_model(ref), reference[pipeline.feature_columns], pipeline.task)
             psi = {
-                PREDICTION_COLUMN: population_stability_index(
-                    np.asarray(expected), scored[PREDICTION_COLUMN].to_numpy(), quality.psi_bins
-                )
+                column: population_stability_index(reference_values, scored[column].to_numpy(dtype="float64"), quality.psi_bins)
+                for column, reference_values in drift_values(expected, pipeline.task, pipeline.target.positive_class).items()
             }
             label = f"version {version}'s predictions on its training window {window[0]}..{window[-1]}"
             return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
 
         return evaluate(partition_keys_of(context), "predictions_drift", AssetCheckSeverity.WARN, finding)
 
-    return [features_drift, predictions_drift]
+    # Without drift columns there is nothing to compare on the features; predictions still drift.
+    return [features_drift, predictions_drift] if quality.drift_columns else [predictions_drift]
 
 
 def build_asset_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:

@@ -15,7 +15,6 @@ from dagster import (
     TableSchema,
 )
 
-from tabml_assets.ml.schema import PICKUP
 from tabml_assets.spec import PipelineSpec
 
 OWNERS = ["team:ml-platform"]
@@ -36,8 +35,8 @@ def partition_keys(context: AssetExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[str, Any]:
-    """Row count, column schema and a preview of the first rows."""
+def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, time_column: str) -> dict[str, Any]:
+    """Row count, column schema, a preview of the first rows and the event times they cover."""
     if isinstance(frames, pd.DataFrame):
         frames = {"": frames}
     non_empty = [f for f in frames.values() if len(f)]
@@ -52,22 +51,22 @@ def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> dict[st
     }
     if len(frames) > 1:
         metadata["rows_per_partition"] = MetadataValue.json({k: len(v) for k, v in frames.items()})
-    metadata.update(data_time_window(non_empty))
+    metadata.update(data_time_window(non_empty, time_column))
     return metadata
 
 
-def data_time_window(frames: list[pd.DataFrame], column: str = PICKUP) -> dict[str, Any]:
-    """Earliest and latest pickup in the data (UTC): what time the rows really cover."""
+def data_time_window(frames: list[pd.DataFrame], column: str) -> dict[str, Any]:
+    """Earliest and latest event time in the data (UTC): what time the rows really cover."""
     times = [pd.to_datetime(f[column]) for f in frames if column in f.columns and f[column].notna().any()]
     if not times:
         return {}
     earliest, latest = min(t.min() for t in times), max(t.max() for t in times)
     return {
-        "earliest_pickup": MetadataValue.timestamp(as_utc(earliest)),
-        "latest_pickup": MetadataValue.timestamp(as_utc(latest)),
+        "earliest_event_time": MetadataValue.timestamp(as_utc(earliest)),
+        "latest_event_time": MetadataValue.timestamp(as_utc(latest)),
     }
 
 
 def as_utc(moment: pd.Timestamp) -> dt.datetime:
-    """Trip timestamps are timezone-naive UTC (as in samples.nyctaxi.trips); make that explicit."""
+    """Stored timestamps are timezone-naive UTC; make that explicit."""
     return (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")).to_pydatetime()

@@ -13,8 +13,7 @@ from dagster import (
 
 from tabml_assets.assets.common import OWNERS, daily_partitions, partition_keys
 from tabml_assets.assets.raw import BACKFILL_POLICY
-from tabml_assets.ml.features import build_features
-from tabml_assets.ml.schema import PICKUP
+from tabml_assets.ml.features import FeatureTable, build_features
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import (
     PartitionedParquetIOManager,
@@ -43,33 +42,35 @@ def engine_of(spark: SparkSessionResource | None, store: PartitionedParquetIOMan
 
 def build_features_asset(spec: LoadedSpec) -> AssetsDefinition:
     pipeline = spec.pipeline
+    keys = spec.keys
+    event_time = pipeline.event_time
 
     @asset(
-        name="features",
-        group_name="features",
+        key=keys.features,
+        group_name=keys.group("features"),
         kinds={"pandas", "scikitlearn", "parquet"},
         owners=OWNERS,
         code_version="1",
         partitions_def=daily_partitions(pipeline),
         backfill_policy=BACKFILL_POLICY,
-        deps=["raw_data"],
+        deps=[keys.raw_data],
         required_resource_keys={"step_launcher", "io_manager", "spark"},
     )
     def features(context: AssetExecutionContext) -> MaterializeResult:
-        """Pickup hour and weekday, trip duration, distance and zips, with the target."""
+        """Model-ready rows from the project's steps: the event time, the model inputs and the target where known."""
         store = partition_store(context, "features")
         # Read by path, not loaded by the IO manager: a day may be larger than memory.
         spark: SparkSessionResource | None = context.resources.spark
         session = spark.get_session() if spark is not None else None
-        engineer = partial(build_features, target_column=pipeline.target_column)
+        engineer = partial(build_features, table=FeatureTable.of(pipeline), derive=spec.steps.build_features)
         written = {
             key: store.transform_partition(
-                "raw_data", "features", key, engineer, spark=session,
-                summary=SummaryColumns(ranges=(PICKUP,)),
+                keys.raw_data, keys.features, key, engineer, spark=session,
+                summary=SummaryColumns(ranges=(event_time,)),
             )
             for key in partition_keys(context)
         }
-        metadata = written_metadata(written, time_column=PICKUP, time_label="pickup")
+        metadata = written_metadata(written, time_column=event_time, time_label="event_time")
         metadata["engine"] = MetadataValue.text(engine_of(spark, store))
         return MaterializeResult(metadata=metadata)
 

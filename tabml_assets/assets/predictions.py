@@ -3,6 +3,7 @@
 
 import datetime as dt
 from functools import partial
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -16,8 +17,12 @@ from dagster import (
 from tabml_assets.assets.common import OWNERS, daily_partitions, partition_keys
 from tabml_assets.assets.features import engine_of, partition_store
 from tabml_assets.assets.raw import BACKFILL_POLICY
-from tabml_assets.ml.schema import PICKUP
-from tabml_assets.ml.scoring import PREDICTION_COLUMN, score_frame
+from tabml_assets.ml.scoring import (
+    PREDICTION_COLUMN,
+    PROBABILITY_COLUMN,
+    probability_column,
+    score_frame,
+)
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.spark import SparkSessionResource
@@ -25,12 +30,22 @@ from tabml_assets.resources.storage import SummaryColumns, written_metadata
 from tabml_assets.spec import LoadedSpec
 
 
+def summed_columns(model: Any, task: str) -> tuple[str, ...]:
+    """Columns whose mean the materialization reports: the prediction, or each class's probability."""
+    if task == "regression":
+        return (PREDICTION_COLUMN,)
+    columns = tuple(probability_column(label) for label in model.classes_)
+    return (PROBABILITY_COLUMN, *columns) if task == "binary" else columns
+
+
 def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
     pipeline = spec.pipeline
+    keys = spec.keys
+    event_time = pipeline.event_time
 
     @asset(
-        name="batch_predictions",
-        group_name="inference",
+        key=keys.batch_predictions,
+        group_name=keys.group("inference"),
         kinds={"pandas", "mlflow", "parquet"},
         owners=OWNERS,
         code_version="1",
@@ -39,20 +54,20 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         backfill_policy=BACKFILL_POLICY,
         # Scoring uses whatever is champion now; the dep on champion_model orders a run that
         # trains, promotes and scores one day (end_to_end_job) so it scores with the new champion.
-        deps=["features", "champion_model"],
-        required_resource_keys={"step_launcher", "model_registry", "io_manager", "spark"},
+        deps=[keys.features, keys.champion_model],
+        required_resource_keys={"step_launcher", keys.registry_resource, "io_manager", "spark"},
     )
     @transient_errors_only
     def batch_predictions(context: AssetExecutionContext) -> MaterializeResult:
-        """Each feature row scored by `models:/<name>@champion`, with the model version that scored it."""
-        model_registry: ModelRegistry = context.resources.model_registry
+        """Each feature row scored by `models:/<name>@champion` (value, or label and class probabilities), with the model version."""
+        model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         champion = model_registry.version_for_alias(CHAMPION)
         if champion is None:
             raise Failure(
                 description=(
                     f"batch_predictions: registered model {model_registry.model_name!r} has no "
                     f"'{CHAMPION}' alias yet; materialize trained_model, evaluation_report and "
-                    "champion_model first"
+                    f"champion_model of {spec.name} first"
                 ),
                 allow_retries=False,
             )
@@ -66,26 +81,30 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
             model_name=champion.name,
             model_version=champion.version,
             scored_at=dt.datetime.now(dt.UTC),
+            task=pipeline.task,
+            positive_class=pipeline.target.positive_class,
         )
+        model = model_registry.load_model(champion)
+        summed = summed_columns(model, pipeline.task)
         written = {
             key: store.transform_partition(
-                "features", "batch_predictions", key, score,
-                shared={"model": model_registry.load_model(champion)},
+                keys.features, keys.batch_predictions, key, score,
+                shared={"model": model},
                 spark=session,
-                summary=SummaryColumns(sums=(PREDICTION_COLUMN,), ranges=(PICKUP,)),
+                summary=SummaryColumns(sums=summed, ranges=(event_time,)),
             )
             for key in partition_keys(context)
         }
         rows = sum(w.rows for w in written.values())
-        total = sum(w.column_sums[PREDICTION_COLUMN] for w in written.values())
-        metadata = written_metadata(written, time_column=PICKUP, time_label="pickup")
+        means = {c: sum(w.column_sums[c] for w in written.values()) / rows if rows else 0.0 for c in summed}
+        metadata = written_metadata(written, time_column=event_time, time_label="event_time")
+        metadata.update({f"mean_{c}": MetadataValue.float(v) for c, v in means.items()})
         metadata.update(
             {
                 "model_name": champion.name,
                 "model_version": champion.version,
                 "mlflow_run_id": champion.run_id,
                 "model_uri": MetadataValue.text(f"models:/{champion.name}@{CHAMPION} (version {champion.version})"),
-                "mean_prediction": MetadataValue.float(total / rows if rows else 0.0),
                 "engine": MetadataValue.text(engine_of(spark, store)),
             }
         )

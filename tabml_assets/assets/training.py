@@ -25,20 +25,22 @@ from tabml_assets.assets.common import OWNERS, daily_partitions
 from tabml_assets.ml.training import (
     estimator_params,
     fit_model,
+    labelled_rows,
     model_inputs,
     split_chronologically,
 )
 from tabml_assets.resources.model_registry import CHALLENGER, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
-from tabml_assets.spec import LoadedSpec, PipelineSpec
+from tabml_assets.spec import LoadedSpec
 
 CODE_VERSION = "1"
 
 
-def training_window_input(pipeline: PipelineSpec) -> AssetIn:
+def training_window_input(spec: LoadedSpec) -> AssetIn:
     """The last N daily feature partitions, ending with the model's own partition."""
+    pipeline = spec.pipeline
     return AssetIn(
-        "features",
+        key=spec.keys.features,
         partition_mapping=TimeWindowPartitionMapping(
             start_offset=-(pipeline.training_window_days - 1),
             end_offset=0,
@@ -58,10 +60,11 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)[:500]}
 
 
-def run_tags(context: AssetExecutionContext, asset_name: str, window: tuple[str, str]) -> dict[str, str]:
+def run_tags(context: AssetExecutionContext, window: tuple[str, str]) -> dict[str, str]:
     return {
+        "tabml.project": context.asset_key.path[0],
         "dagster.run_id": context.run_id,
-        "dagster.asset_key": asset_name,
+        "dagster.asset_key": context.asset_key.to_user_string(),
         "dagster.partition_key": context.partition_key,
         "dagster.code_version": CODE_VERSION,
         "tabml.window_start": window[0],
@@ -93,29 +96,31 @@ def training_dataset(frame: pd.DataFrame, name: str, location: str) -> MetaDatas
 
 def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     pipeline = spec.pipeline
-    features_location = str(Path(spec.resolve_local(spec.profile.storage.root)) / "features")
+    keys = spec.keys
+    features_location = str(Path(spec.resolve_local(spec.profile.storage.root)).joinpath(*keys.features.path))
 
     @asset(
-        name="trained_model",
-        group_name="training",
+        key=keys.trained_model,
+        group_name=keys.group("training"),
         kinds={"scikitlearn", "mlflow"},
         owners=OWNERS,
         code_version=CODE_VERSION,
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
-        ins={"features": training_window_input(pipeline)},
-        required_resource_keys={"step_launcher", "model_registry"},
+        ins={"features": training_window_input(spec)},
+        required_resource_keys={"step_launcher", keys.registry_resource},
     )
     @transient_errors_only
     def trained_model(
         context: AssetExecutionContext, features: pd.DataFrame
     ) -> Output[dict[str, Any]]:
-        """The spec's estimator fitted on the training window, registered in MLflow as challenger."""
-        model_registry: ModelRegistry = context.resources.model_registry
+        """The spec's estimator fitted on the labelled rows of the training window, registered in MLflow as challenger."""
+        model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         window = window_of(context)
-        splits = split_chronologically(features, pipeline.split)
-        with model_registry.run(f"train {context.partition_key}", run_tags(context, "trained_model", window)):
-            fit = fit_model(splits, pipeline)
+        labelled = labelled_rows(features, pipeline.target_column)
+        splits = split_chronologically(labelled, pipeline.split, pipeline.event_time)
+        with model_registry.run(f"train {context.partition_key}", run_tags(context, window)):
+            fit = fit_model(splits, pipeline, spec.steps)
             mlflow.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
             mlflow.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
             mlflow.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
@@ -124,7 +129,13 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
                 training_dataset(splits.train, f"features[{window[0]}..{window[1]}]", features_location),
                 context="training",
             )
-            mlflow.set_tags({"tabml.training_rows": str(fit.train_rows), "tabml.window_rows": str(len(features))})
+            mlflow.set_tags(
+                {
+                    "tabml.training_rows": str(fit.train_rows),
+                    "tabml.window_rows": str(len(features)),
+                    "tabml.labelled_rows": str(len(labelled)),
+                }
+            )
             example = model_inputs(splits.train.head(5), pipeline)
             ref = model_registry.log_and_register(fit.model, example, fit.model.predict(example))
         model_registry.set_alias(CHALLENGER, ref.version)
@@ -132,7 +143,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             "model": ref.as_dict(),
             "window_start": window[0],
             "window_end": window[1],
-            "rows": {"window": len(features), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows},
+            "rows": {"window": len(features), "labelled": len(labelled), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows},
             "train_metrics": fit.train_metrics,
             "validation_metrics": fit.validation_metrics,
         }
@@ -143,6 +154,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             "model_uri": MetadataValue.text(ref.uri),
             "training_window": MetadataValue.text(f"{window[0]} .. {window[1]}"),
             "dagster/row_count": MetadataValue.int(len(features)),
+            "labelled_rows": MetadataValue.int(len(labelled)),
             **{f"validation_{k}": MetadataValue.float(v) for k, v in fit.validation_metrics.items()},
         }
         return Output(record, metadata=metadata)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from dagster import (
     AssetChecksDefinition,
     AssetsDefinition,
-    EnvVar,
     ScheduleDefinition,
     SensorDefinition,
 )
@@ -21,17 +19,10 @@ from tabml_assets.automation.freshness import (
 )
 from tabml_assets.automation.jobs import build_jobs
 from tabml_assets.automation.schedules import build_schedules
-from tabml_assets.automation.sensors import build_sensors
-from tabml_assets.resources.notifier import LogNotifier, Notifier, SlackWebhookNotifier
-from tabml_assets.spec import LoadedSpec
+from tabml_assets.automation.sensors import build_run_failure_sensor, build_sensors
+from tabml_assets.spec import LoadedSpec, Profile
 
-
-def build_notifier(spec: LoadedSpec) -> Notifier:
-    notifications = spec.profile.notifications
-    if notifications.kind == "slack":
-        # Resolved when the sensor runs; the URL never appears in config, logs or the UI.
-        return SlackWebhookNotifier(webhook_url=EnvVar(notifications.slack_webhook_env_var))
-    return LogNotifier()
+__all__ = ["Automation", "Profile", "build_automation", "build_run_failure_sensor"]
 
 
 @dataclass(frozen=True)
@@ -43,19 +34,16 @@ class Automation:
     jobs: list[UnresolvedAssetJobDefinition]
     schedules: list[ScheduleDefinition]
     sensors: list[SensorDefinition]
-    resources: dict[str, Any]
 
 
 def build_automation(spec: LoadedSpec, assets: list[AssetsDefinition]) -> Automation:
-    """Freshness policies on `assets`, plus the jobs, schedules, sensors and checks around them."""
-    jobs = build_jobs()
-    by_name = {job.name: job for job in jobs}
+    """Freshness policies on one pipeline's `assets`, plus its jobs, schedules, sensors and checks."""
+    by_name = build_jobs(spec.keys)
     freshness_checks = build_predictions_freshness_checks(spec)
     return Automation(
-        assets=with_freshness_policies(assets, spec.pipeline.automation),
+        assets=with_freshness_policies(assets, spec.pipeline.automation, spec.keys),
         asset_checks=freshness_checks,
-        jobs=jobs,
+        jobs=list(by_name.values()),
         schedules=build_schedules(spec, by_name),
         sensors=[*build_sensors(spec, by_name), build_predictions_freshness_sensor(spec, freshness_checks)],
-        resources={"notifier": build_notifier(spec)},
     )

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 from dagster import (
     AssetChecksDefinition,
-    AssetKey,
     AssetsDefinition,
     AssetSpec,
     DefaultSensorStatus,
@@ -26,10 +25,9 @@ from dagster import (
 from dagster._utils.schedules import get_smallest_cron_interval
 from dagster._utils.warnings import SupersessionWarning
 
+from tabml_assets.keys import PipelineKeys
 from tabml_assets.spec import AutomationSpec, LoadedSpec
 
-TRAINED_MODEL = AssetKey("trained_model")
-BATCH_PREDICTIONS = AssetKey("batch_predictions")
 PREDICTIONS_FRESHNESS_SENSOR = "batch_predictions_freshness_sensor"
 
 
@@ -50,12 +48,12 @@ def predictions_freshness_policy(automation: AutomationSpec) -> FreshnessPolicy:
 
 
 def with_freshness_policies(
-    assets: Sequence[AssetsDefinition], automation: AutomationSpec
+    assets: Sequence[AssetsDefinition], automation: AutomationSpec, keys: PipelineKeys
 ) -> list[AssetsDefinition]:
     """The same assets, with freshness policies on trained_model and batch_predictions."""
     policies = {
-        TRAINED_MODEL: model_freshness_policy(automation),
-        BATCH_PREDICTIONS: predictions_freshness_policy(automation),
+        keys.trained_model: model_freshness_policy(automation),
+        keys.batch_predictions: predictions_freshness_policy(automation),
     }
 
     def attach(spec: AssetSpec) -> AssetSpec:
@@ -72,7 +70,7 @@ def build_predictions_freshness_checks(spec: LoadedSpec) -> list[AssetChecksDefi
         warnings.simplefilter("ignore", SupersessionWarning)
         return list(
             build_time_partition_freshness_checks(
-                assets=[BATCH_PREDICTIONS],
+                assets=[spec.keys.batch_predictions],
                 deadline_cron=spec.pipeline.automation.predictions_deadline_cron,
                 timezone="UTC",
             )
@@ -87,7 +85,7 @@ def build_predictions_freshness_sensor(
         warnings.simplefilter("ignore", SupersessionWarning)
         return build_sensor_for_freshness_checks(
             freshness_checks=checks,
-            name=PREDICTIONS_FRESHNESS_SENSOR,
+            name=spec.keys.sensor(PREDICTIONS_FRESHNESS_SENSOR),
             minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
             default_status=DefaultSensorStatus(spec.profile.sensors.default_status),
         )

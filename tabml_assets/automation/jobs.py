@@ -1,29 +1,43 @@
-"""Asset jobs: what schedules, sensors and the UI launch."""
+"""Asset jobs of one pipeline: what schedules, sensors and the UI launch."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-SCORING_ASSETS = AssetSelection.assets("raw_data", "features", "batch_predictions")
-TRAINING_ASSETS = AssetSelection.assets("trained_model", "evaluation_report", "champion_model")
+from tabml_assets.keys import (
+    BATCH_PREDICTIONS,
+    CHAMPION_MODEL,
+    EVALUATION_REPORT,
+    FEATURES,
+    RAW_DATA,
+    TRAINED_MODEL,
+    PipelineKeys,
+)
+
+SCORING_JOB = "scoring_job"
+TRAINING_JOB = "training_job"
+END_TO_END_JOB = "end_to_end_job"
+SCORING_ASSET_NAMES = (RAW_DATA, FEATURES, BATCH_PREDICTIONS)
+TRAINING_ASSET_NAMES = (TRAINED_MODEL, EVALUATION_REPORT, CHAMPION_MODEL)
 
 
-def build_jobs() -> list[UnresolvedAssetJobDefinition]:
-    return [
-        define_asset_job(
-            "scoring_job",
-            selection=SCORING_ASSETS,
-            description="Ingest, engineer features and score one day with the champion.",
+def build_jobs(keys: PipelineKeys) -> dict[str, UnresolvedAssetJobDefinition]:
+    """The pipeline's jobs by their base name (`scoring_job`, ...); each is named for the project."""
+    return {
+        SCORING_JOB: define_asset_job(
+            keys.job(SCORING_JOB),
+            selection=AssetSelection.assets(*keys.assets(*SCORING_ASSET_NAMES)),
+            description=f"{keys.project}: ingest, engineer features and score one day with the champion.",
         ),
-        define_asset_job(
-            "training_job",
-            selection=TRAINING_ASSETS,
-            description="Train on the window ending at the partition, evaluate, gate and promote.",
+        TRAINING_JOB: define_asset_job(
+            keys.job(TRAINING_JOB),
+            selection=AssetSelection.assets(*keys.assets(*TRAINING_ASSET_NAMES)),
+            description=f"{keys.project}: train on the window ending at the partition, evaluate, gate and promote.",
         ),
-        define_asset_job(
-            "end_to_end_job",
-            selection=AssetSelection.all(),
-            description="The whole graph for one day: ingest, features, train, evaluate, promote, score.",
+        END_TO_END_JOB: define_asset_job(
+            keys.job(END_TO_END_JOB),
+            selection=AssetSelection.key_prefixes([keys.project]),
+            description=f"{keys.project}: the whole graph for one day: ingest, features, train, evaluate, promote, score.",
         ),
-    ]
+    }

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tabml_assets.ml.schema import PICKUP
 from tabml_assets.resources.data_sources import UnreadableFileError, read_landed_file
+from tabml_assets.spec import DatasetSpec
 
 
 @dataclass(frozen=True)
 class LandedFile:
-    """One file as the sensor last saw it: its content hash and the UTC pickup days it holds."""
+    """One file as the sensor last saw it: its content hash and the UTC event-time days it holds."""
 
     sha256: str
     days: tuple[str, ...]
@@ -44,12 +44,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pickup_days(frame: pd.DataFrame) -> tuple[str, ...]:
-    """The sorted UTC days (partition keys) of a landed frame's pickup times."""
-    return tuple(sorted(pd.to_datetime(frame[PICKUP]).dt.strftime("%Y-%m-%d").unique()))
+def event_days(frame: pd.DataFrame, event_time: str) -> tuple[str, ...]:
+    """The sorted UTC days (partition keys) of a landed frame's event times."""
+    return tuple(sorted(pd.to_datetime(frame[event_time]).dt.strftime("%Y-%m-%d").unique()))
 
 
-def scan_landing_folder(paths: list[Path], previous: dict[str, LandedFile]) -> LandingChanges:
+def scan_landing_folder(
+    paths: list[Path], previous: dict[str, LandedFile], dataset: DatasetSpec
+) -> LandingChanges:
     """Compare the folder with the previous scan; read only files whose content changed."""
     files: dict[str, LandedFile] = {}
     changes = LandingChanges(files=files)
@@ -60,7 +62,7 @@ def scan_landing_folder(paths: list[Path], previous: dict[str, LandedFile]) -> L
             files[path.name] = before
             continue
         try:
-            days = pickup_days(read_landed_file(path))
+            days = event_days(read_landed_file(path, dataset), dataset.event_time)
             files[path.name] = LandedFile(sha, days)
         except UnreadableFileError as exc:
             # Remembered with its hash: retried only when the file's content changes.

@@ -18,6 +18,7 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from tabml_assets.automation.jobs import SCORING_JOB, TRAINING_JOB
 from tabml_assets.automation.sensors import TRIGGER_TAG
 from tabml_assets.spec import LoadedSpec
 
@@ -54,17 +55,18 @@ def build_schedules(
 ) -> list[ScheduleDefinition]:
     automation = spec.pipeline.automation
     status = DefaultScheduleStatus(spec.profile.schedules.default_status)
+    keys = spec.keys
     return [
         build_partition_schedule(
-            "daily_scoring_schedule",
-            jobs["scoring_job"],
+            keys.schedule("daily_scoring_schedule"),
+            jobs[SCORING_JOB],
             automation.scoring_cron,
             status,
             "Ingest, engineer features and score the day that just closed.",
         ),
         build_partition_schedule(
-            "retraining_schedule",
-            jobs["training_job"],
+            keys.schedule("retraining_schedule"),
+            jobs[TRAINING_JOB],
             automation.retraining_cron,
             status,
             "Train on the window ending with the day that just closed, evaluate, gate and promote.",

@@ -31,23 +31,23 @@ from dagster._core.storage.tags import (
 from dagster._time import get_current_datetime
 
 from tabml_assets.automation.inflight import days_being_written
+from tabml_assets.automation.jobs import (
+    SCORING_ASSET_NAMES,
+    SCORING_JOB,
+    TRAINING_ASSET_NAMES,
+    TRAINING_JOB,
+)
 from tabml_assets.automation.landing import (
     files_from_json,
     files_to_json,
     landing_run_key,
     scan_landing_folder,
 )
-from tabml_assets.resources.data_sources import LandingFolderSource, TripSource
+from tabml_assets.resources.data_sources import DataSource, LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
 from tabml_assets.resources.notifier import Notifier
-from tabml_assets.spec import LoadedSpec
+from tabml_assets.spec import LoadedSpec, Profile
 
-RAW_DATA = AssetKey("raw_data")
-FEATURES = AssetKey("features")
-TRAINED_MODEL = AssetKey("trained_model")
-BATCH_PREDICTIONS = AssetKey("batch_predictions")
-SCORING_ASSETS = (RAW_DATA, FEATURES, BATCH_PREDICTIONS)
-TRAINING_ASSETS = (TRAINED_MODEL, AssetKey("evaluation_report"), AssetKey("champion_model"))
 TRIGGER_TAG = "tabml/trigger"
 
 
@@ -89,35 +89,37 @@ def short_list(names: list[str], limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def status_of(spec: LoadedSpec) -> DefaultSensorStatus:
-    return DefaultSensorStatus(spec.profile.sensors.default_status)
+def status_of(profile: Profile) -> DefaultSensorStatus:
+    return DefaultSensorStatus(profile.sensors.default_status)
 
 
 def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefinition) -> SensorDefinition:
     """New or changed files in the landing folder -> scoring_job for exactly the days they touch."""
     start_day = spec.pipeline.partitions.start_date.isoformat()
+    keys = spec.keys
+    raw_data, features = keys.raw_data, keys.features
+    scoring_assets = keys.assets(*SCORING_ASSET_NAMES)
 
     @sensor(
-        name="landing_sensor",
+        name=keys.sensor("landing_sensor"),
         job=scoring_job,
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
-        default_status=status_of(spec),
+        default_status=status_of(spec.profile),
         description=(
-            "Watches the landing folder. A new, changed or deleted file runs scoring_job (ingest, "
-            "features, predictions) for each UTC day its rows touch, once per file content."
+            f"Watches {spec.name}'s landing folder. A new, changed or deleted file runs the scoring "
+            "job (ingest, features, predictions) for each UTC day its rows touch, once per file content."
         ),
+        required_resource_keys={keys.source_resource, keys.registry_resource},
     )
-    def landing_sensor(
-        context: SensorEvaluationContext, trip_source: TripSource, model_registry: ModelRegistry
-    ) -> SensorResult:
-        if not isinstance(trip_source, LandingFolderSource):
-            return SensorResult(
-                skip_reason=f"the trip source is {trip_source.describe()}, not a landing folder"
-            )
+    def landing_sensor(context: SensorEvaluationContext) -> SensorResult:
+        source: DataSource = getattr(context.resources, keys.source_resource)
+        model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
+        if not isinstance(source, LandingFolderSource):
+            return SensorResult(skip_reason=f"the data source is {source.describe()}, not a landing folder")
         state = load_cursor(context.cursor)
         pending: dict[str, dict[str, Any]] = state.get("pending", {})
-        paths = trip_source.landed_files()
-        changes = scan_landing_folder(paths, files_from_json(state.get("files", {})))
+        paths = source.landed_files()
+        changes = scan_landing_folder(paths, files_from_json(state.get("files", {})), source.dataset)
         mtimes = {p.name: p.stat().st_mtime for p in paths}
         notes: list[str] = []
         for name, error in changes.unreadable.items():
@@ -128,7 +130,7 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
                 notes.append(f"{day} is before the first partition {start_day}")
                 continue
             deleted = any(changes.changed[n] == "deleted" for n in names)
-            ingested_at = latest_materialization_timestamp(context.instance, RAW_DATA, day)
+            ingested_at = latest_materialization_timestamp(context.instance, raw_data, day)
             if not deleted and ingested_at is not None and ingested_at >= max(mtimes[n] for n in names):
                 # raw_data for this day was built after the file was written: it already has its rows.
                 continue
@@ -140,7 +142,7 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
                 names = sorted(set(names) | set(pending[day]["files"]))
             pending[day] = {"run_key": run_key, "files": sorted(names)}
 
-        busy = days_being_written(context.instance, SCORING_ASSETS)
+        busy = days_being_written(context.instance, scoring_assets)
         has_champion = model_registry.version_for_alias(CHAMPION) is not None
         today = today_utc()
         run_requests = []
@@ -156,7 +158,7 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
                     run_key=entry["run_key"],
                     partition_key=day,
                     # Without a champion there is nothing to score with yet: ingest only.
-                    asset_selection=None if has_champion else [RAW_DATA, FEATURES],
+                    asset_selection=None if has_champion else [raw_data, features],
                     tags={TRIGGER_TAG: "landing", "tabml/landing_files": short_list(entry["files"])},
                 )
             )
@@ -171,26 +173,30 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
     return landing_sensor
 
 
-def last_scored_partitions(instance: DagsterInstance, count: int) -> list[str]:
+def last_scored_partitions(instance: DagsterInstance, predictions: AssetKey, count: int) -> list[str]:
     """The `count` most recent days that have predictions."""
-    return sorted(instance.get_materialized_partitions(BATCH_PREDICTIONS))[-count:] if count else []
+    return sorted(instance.get_materialized_partitions(predictions))[-count:] if count else []
 
 
 def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
     """The champion alias moved -> rescore the last K prediction days scored by another version."""
     last_k = spec.pipeline.automation.rescore_partitions_on_new_champion
+    keys = spec.keys
+    predictions = keys.batch_predictions
 
     @sensor(
-        name="champion_sensor",
-        asset_selection=[BATCH_PREDICTIONS],
+        name=keys.sensor("champion_sensor"),
+        asset_selection=[predictions],
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
-        default_status=status_of(spec),
+        default_status=status_of(spec.profile),
+        required_resource_keys={keys.registry_resource},
         description=(
             f"Polls the registry's `{CHAMPION}` alias. When it moves, rescores the last {last_k} "
             "batch_predictions days that another model version scored."
         ),
     )
-    def champion_sensor(context: SensorEvaluationContext, model_registry: ModelRegistry) -> SensorResult:
+    def champion_sensor(context: SensorEvaluationContext) -> SensorResult:
+        model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         state = load_cursor(context.cursor)
         champion = model_registry.version_for_alias(CHAMPION)
         if champion is None:
@@ -201,16 +207,16 @@ def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
             seen_at = int(get_current_datetime().timestamp())
             pending = {
                 day: f"rescore:{day}:{champion.name}:v{champion.version}:{seen_at}"
-                for day in last_scored_partitions(context.instance, last_k)
-                if str(latest_partition_metadata(context.instance, BATCH_PREDICTIONS, day).get("model_version"))
+                for day in last_scored_partitions(context.instance, predictions, last_k)
+                if str(latest_partition_metadata(context.instance, predictions, day).get("model_version"))
                 != champion.version
             }
-        busy = days_being_written(context.instance, [BATCH_PREDICTIONS])
+        busy = days_being_written(context.instance, [predictions])
         run_requests = [
             RunRequest(
                 run_key=run_key,
                 partition_key=day,
-                asset_selection=[BATCH_PREDICTIONS],
+                asset_selection=[predictions],
                 tags={TRIGGER_TAG: "new_champion", "tabml/champion_version": champion.version},
             )
             for day, run_key in sorted(pending.items())
@@ -234,12 +240,14 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
     automation = spec.pipeline.automation
     fail_after = dt.timedelta(hours=automation.model_freshness_fail_hours)
     new_days_needed = automation.retrain_after_new_partitions
+    keys = spec.keys
+    training_assets = keys.assets(*TRAINING_ASSET_NAMES)
 
     @sensor(
-        name="retraining_sensor",
+        name=keys.sensor("retraining_sensor"),
         job=training_job,
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
-        default_status=status_of(spec),
+        default_status=status_of(spec.profile),
         description=(
             f"Requests training_job when trained_model is older than its freshness fail window "
             f"({automation.model_freshness_fail_hours:g} h) or {new_days_needed} feature days newer "
@@ -248,12 +256,12 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
     )
     def retraining_sensor(context: SensorEvaluationContext) -> SensorResult:
         instance = context.instance
-        records = instance.fetch_materializations(TRAINED_MODEL, limit=1).records
+        records = instance.fetch_materializations(keys.trained_model, limit=1).records
         if not records:
             return SensorResult(skip_reason="no trained_model yet: materialize training_job once (make run does)")
         last = records[0]
         trained_on = last.partition_key or ""
-        feature_days = sorted(instance.get_materialized_partitions(FEATURES))
+        feature_days = sorted(instance.get_materialized_partitions(keys.features))
         if not feature_days:
             return SensorResult(skip_reason="no features partitions to train on")
         new_days = [d for d in feature_days if d > trained_on]
@@ -270,7 +278,7 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
                     "feature days"
                 )
             )
-        if days_being_written(instance, TRAINING_ASSETS):
+        if days_being_written(instance, training_assets):
             return SensorResult(skip_reason="a training run is already queued or running")
         newest = feature_days[-1]
         request = RunRequest(
@@ -307,13 +315,13 @@ def describe_failed_run(context: RunFailureSensorContext) -> tuple[str, str]:
     return f"tabml run failed: {run.job_name} [{partitions}]", "\n".join(lines)
 
 
-def build_run_failure_sensor(spec: LoadedSpec) -> SensorDefinition:
-    """Any failed tabml run -> one alert through the deployment's notifier."""
+def build_run_failure_sensor(profile: Profile) -> SensorDefinition:
+    """Any failed tabml run, of any pipeline -> one alert through the deployment's notifier."""
 
     @run_failure_sensor(
         name="run_failure_alert_sensor",
-        minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
-        default_status=status_of(spec),
+        minimum_interval_seconds=profile.sensors.minimum_interval_seconds,
+        default_status=status_of(profile),
         description="Sends an alert through the notifier resource (log in dev, Slack in prod) when a run fails.",
     )
     def run_failure_alert_sensor(context: RunFailureSensorContext, notifier: Notifier) -> None:
@@ -324,12 +332,12 @@ def build_run_failure_sensor(spec: LoadedSpec) -> SensorDefinition:
 
 
 def build_sensors(spec: LoadedSpec, jobs: dict[str, UnresolvedAssetJobDefinition]) -> list[SensorDefinition]:
+    """One pipeline's sensors (the run-failure alert is the deployment's, built once)."""
     sensors = [
         build_champion_sensor(spec),
-        build_retraining_sensor(spec, jobs["training_job"]),
-        build_run_failure_sensor(spec),
+        build_retraining_sensor(spec, jobs[TRAINING_JOB]),
     ]
     if spec.profile.data_source.kind == "landing_folder":
-        sensors.insert(0, build_landing_sensor(spec, jobs["scoring_job"]))
+        sensors.insert(0, build_landing_sensor(spec, jobs[SCORING_JOB]))
     return sensors
 

@@ -1,32 +1,14 @@
-"""Regression metrics and the promotion gate: pure functions, no I/O."""
+"""The promotion gate: pure functions, no I/O (metrics live in ml/metrics.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
+from tabml_assets.ml.metrics import regression_metrics
 from tabml_assets.spec import HIGHER_IS_BETTER, ValidationSpec
 
-
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE, R² and MAPE (in percent; rows with a zero target are left out of MAPE)."""
-    y_true = np.asarray(y_true, dtype="float64")
-    y_pred = np.asarray(y_pred, dtype="float64")
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"metrics: expected equal lengths, found {y_true.shape} and {y_pred.shape}")
-    if len(y_true) == 0:
-        raise ValueError("metrics: expected at least one row, found none")
-    errors = y_pred - y_true
-    ss_res = float(np.sum(errors**2))
-    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2))
-    nonzero = y_true != 0
-    return {
-        "rmse": float(np.sqrt(np.mean(errors**2))),
-        "mae": float(np.mean(np.abs(errors))),
-        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0,
-        "mape": float(np.mean(np.abs(errors[nonzero] / y_true[nonzero])) * 100) if nonzero.any() else float("nan"),
-    }
+__all__ = ["GateResult", "evaluate_gate", "gate_check_names", "regression_metrics"]
 
 
 @dataclass(frozen=True)
@@ -50,8 +32,13 @@ def evaluate_gate(
     primary_metric: str,
     challenger: dict[str, float],
     champion: dict[str, float] | None,
+    higher_is_better: Callable[[str], bool] | None = None,
 ) -> list[GateResult]:
-    """Compare the challenger's test metrics with the spec's thresholds and the champion."""
+    """Compare the challenger's test metrics with the spec's thresholds and the champion.
+
+    `higher_is_better` knows the project's own metrics; the built-in ones by default.
+    """
+    higher = higher_is_better or HIGHER_IS_BETTER.__getitem__
     results: list[GateResult] = []
     for metric, bound in validation.criteria.items():
         value = challenger[metric]
@@ -80,14 +67,14 @@ def evaluate_gate(
                     metric=primary_metric,
                     value=challenger[primary_metric],
                     threshold=float("nan"),
-                    comparison="<=" if not HIGHER_IS_BETTER[primary_metric] else ">=",
+                    comparison="<=" if not higher(primary_metric) else ">=",
                     passed=True,
                     description="passed: no champion yet, nothing to beat",
                 )
             )
         else:
             base = champion[primary_metric]
-            if HIGHER_IS_BETTER[primary_metric]:
+            if higher(primary_metric):
                 threshold, comparison = base + abs(base) * pct / 100, ">="
                 passed = challenger[primary_metric] >= threshold
             else:

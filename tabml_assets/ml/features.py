@@ -1,32 +1,26 @@
-"""Feature engineering as scikit-learn transformers.
+"""The feature table and the fitted preprocessing, for any project.
 
-`TripFeatureBuilder` is stateless (raw trips -> engineered columns) and runs in the `features`
-asset. `build_preprocessor` returns the fitted-at-training-time part (zip codes as categories,
-scaling for linear models); it lives inside the model pipeline, so it travels with the model
-into scoring.
+`build_features` runs in the `features` asset, batch by batch: the project's own row-level
+`build_features` (from its steps module) derives columns, and tabml keeps the event time, the
+model inputs and the target (null where the label is not known yet) in fixed dtypes, so every
+batch of every day has the same schema. `build_preprocessor` returns the fitted-at-training-time
+part (categories, scaling for linear models); it lives inside the model pipeline, so it travels
+with the model into scoring.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from pandas.api.types import pandas_dtype
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from tabml_assets.ml.schema import DROPOFF, PICKUP, RAW_COLUMNS
-
-# Columns the features asset keeps beside the model inputs: the row's time (for partitioning
-# and drift) and the target.
-FEATURE_KEY_COLUMNS: list[str] = [PICKUP]
-ENGINEERED_COLUMNS: list[str] = [
-    "trip_distance",
-    "trip_duration_minutes",
-    "pickup_hour",
-    "pickup_weekday",
-    "pickup_zip",
-    "dropoff_zip",
-]
+from tabml_assets.ml.schema import DTYPES, NULLABLE_DTYPES, as_text_objects
+from tabml_assets.spec import PipelineSpec
 
 
 class MissingColumnsError(KeyError):
@@ -44,51 +38,77 @@ def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
         )
 
 
-class TripFeatureBuilder(BaseEstimator, TransformerMixin):
-    """Derive pickup hour and weekday and trip duration from raw trips; stateless."""
+@dataclass(frozen=True)
+class FeatureTable:
+    """The columns of a project's feature table and their dtypes (picklable, for Spark)."""
 
-    def __init__(self, target_column: str = "fare_amount") -> None:
-        self.target_column = target_column
+    event_time: str
+    feature_columns: tuple[str, ...]
+    target_column: str
+    dtypes: tuple[tuple[str, str], ...]
 
-    def fit(self, frame: pd.DataFrame, y: object = None) -> TripFeatureBuilder:
-        require_columns(frame, RAW_COLUMNS, "TripFeatureBuilder.fit")
-        self.n_features_in_ = frame.shape[1]
-        return self
+    @property
+    def columns(self) -> list[str]:
+        return [self.event_time, *self.feature_columns, self.target_column]
 
-    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        require_columns(frame, [c for c in RAW_COLUMNS if c != self.target_column], "raw trips")
-        pickup = pd.to_datetime(frame[PICKUP])
-        dropoff = pd.to_datetime(frame[DROPOFF])
-        out = pd.DataFrame(
-            {
-                PICKUP: pickup,
-                "trip_distance": frame["trip_distance"].astype("float64"),
-                "trip_duration_minutes": (dropoff - pickup).dt.total_seconds() / 60.0,
-                "pickup_hour": pickup.dt.hour.astype("int64"),
-                "pickup_weekday": pickup.dt.weekday.astype("int64"),
-                "pickup_zip": frame["pickup_zip"].astype("int64"),
-                "dropoff_zip": frame["dropoff_zip"].astype("int64"),
-            },
-            index=frame.index,
+    @classmethod
+    def of(cls, pipeline: PipelineSpec) -> FeatureTable:
+        types = pipeline.feature_table_types()
+        dtypes = {pipeline.event_time: DTYPES["datetime"]}
+        for column in pipeline.feature_columns:
+            nullable = column in pipeline.dataset.columns and pipeline.dataset.is_nullable(column)
+            dtypes[column] = (NULLABLE_DTYPES if nullable else DTYPES)[types[column]]
+        # The target is null where the label has not arrived (scoring rows).
+        dtypes[pipeline.target_column] = NULLABLE_DTYPES[types[pipeline.target_column]]
+        if types[pipeline.target_column] == "integer" and pipeline.task == "regression":
+            dtypes[pipeline.target_column] = "float64"
+        return cls(
+            event_time=pipeline.event_time,
+            feature_columns=tuple(pipeline.feature_columns),
+            target_column=pipeline.target_column,
+            dtypes=tuple(dtypes.items()),
         )
-        if self.target_column in frame.columns:
-            out[self.target_column] = frame[self.target_column].astype("float64")
-        return out.reset_index(drop=True)
 
 
-def build_features(raw: pd.DataFrame, target_column: str) -> pd.DataFrame:
-    """Raw trips -> engineered feature rows (with the target where present)."""
-    return TripFeatureBuilder(target_column=target_column).fit_transform(raw)
+def build_features(
+    raw: pd.DataFrame,
+    table: FeatureTable,
+    derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Raw rows -> feature rows: the event time, the model inputs and the target where known."""
+    frame = derive(raw) if derive is not None else raw
+    if not isinstance(frame, pd.DataFrame) or len(frame) != len(raw):
+        found = f"{len(frame)} rows" if isinstance(frame, pd.DataFrame) else type(frame).__name__
+        raise ValueError(
+            f"steps build_features: expected a DataFrame with one row per raw row ({len(raw)}), "
+            f"found {found}"
+        )
+    require_columns(frame, [table.event_time, *table.feature_columns], "steps build_features output")
+    out = frame[[table.event_time, *table.feature_columns]].reset_index(drop=True)
+    if table.target_column in frame.columns:
+        out[table.target_column] = frame[table.target_column].reset_index(drop=True)
+    else:
+        out[table.target_column] = pd.Series(pd.NA, index=out.index)
+    for column, dtype in table.dtypes:
+        try:
+            values = out[column]
+            out[column] = as_text_objects(values) if dtype == "object" else values.astype(pandas_dtype(dtype))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"feature column {column!r}: expected values of dtype {dtype}, found "
+                f"{out[column].dtype} ({exc})"
+            ) from None
+    return out
 
 
 def build_preprocessor(
     feature_columns: list[str], categorical_columns: list[str], tree_model: bool
 ) -> ColumnTransformer:
-    """The fitted preprocessing: zip codes as categories; scaling for linear models."""
+    """The fitted preprocessing: categories as codes (trees) or one-hot (linear); scaling for linear models."""
     numeric = [c for c in feature_columns if c not in categorical_columns]
     if tree_model:
-        # Ordinal codes feed HistGradientBoosting's native categorical splits; an unseen zip
-        # becomes NaN, which the trees route like a missing value instead of failing.
+        # Ordinal codes feed the trees' native categorical splits; an unseen category becomes
+        # NaN, which the trees route like a missing value instead of failing.
         categorical = OrdinalEncoder(
             handle_unknown="use_encoded_value", unknown_value=np.nan, dtype="float64"
         )

@@ -1,47 +1,65 @@
-"""Data quality as pure functions: row rules for raw trips, table checks and population stability.
+"""Data quality as pure functions: row rules from the dataset spec, table checks and population stability.
 
 A raw row either passes every rule or is quarantined with the reasons it failed; nothing is
-dropped silently. The value ranges are the Databricks template's own filter
-(0 < trip_distance < 400, 0 < fare_amount < 1000).
+dropped silently. The rules are the dataset's: not-null (except nullable and label columns),
+ranges, allowed values, cross-column comparisons, the event time inside the partition's day and
+not in the future, and one row per unique key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tabml_assets.ml.schema import DROPOFF, PICKUP, RAW_COLUMNS, RAW_SCHEMA
+from tabml_assets.ml.schema import raw_columns, raw_schema
+from tabml_assets.spec import ColumnSpec, DatasetSpec
 
 REASON_COLUMN = "reason"
 REASON_SEPARATOR = "; "
-# Exclusive bounds, as in the template's filter.
-VALUE_RANGES: dict[str, tuple[float, float]] = {
-    "trip_distance": (0.0, 400.0),
-    "fare_amount": (0.0, 1000.0),
-}
 DUPLICATE_ROW = "duplicate row"
-PICKUP_OUTSIDE_DAY = "pickup outside the partition's day"
-DROPOFF_BEFORE_PICKUP = "dropoff before pickup"
 # Proportions below this floor would make PSI infinite for a bin one side never fills.
 PSI_FLOOR = 1e-4
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq, "!=": operator.ne,
+}
 
 
 def null_reason(column: str) -> str:
     return f"null {column}"
 
 
-def range_reason(column: str) -> str:
-    low, high = VALUE_RANGES[column]
-    return f"{column} outside ({low:g}, {high:g})"
+def range_reason(column: str, spec: ColumnSpec) -> str:
+    low = spec.greater_than if spec.greater_than is not None else spec.min
+    high = spec.less_than if spec.less_than is not None else spec.max
+    opening = "(" if spec.greater_than is not None or low is None else "["
+    closing = ")" if spec.less_than is not None or high is None else "]"
+    low_text = "-inf" if low is None else f"{low:g}"
+    high_text = "inf" if high is None else f"{high:g}"
+    return f"{column} outside {opening}{low_text}, {high_text}{closing}"
+
+
+def allowed_reason(column: str) -> str:
+    return f"{column} not an allowed value"
 
 
 def future_reason(column: str) -> str:
     return f"{column} in the future"
+
+
+def outside_day_reason(event_time: str) -> str:
+    return f"{event_time} outside the partition's day"
+
+
+def has_range(spec: ColumnSpec) -> bool:
+    return any(v is not None for v in (spec.min, spec.max, spec.greater_than, spec.less_than))
 
 
 def day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -50,39 +68,90 @@ def day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 
 def naive_utc(moment: dt.datetime) -> pd.Timestamp:
-    """`moment` as a timezone-naive UTC timestamp, the convention of RAW_SCHEMA."""
+    """`moment` as a timezone-naive UTC timestamp, the convention of stored rows."""
     stamp = pd.Timestamp(moment)
     return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
 
 
-def rule_violations(frame: pd.DataFrame, day: dt.date, now: dt.datetime) -> dict[str, pd.Series]:
-    """Reason -> boolean mask of the rows of `frame` (raw trips for `day`) that break that rule.
+def range_mask(values: pd.Series, spec: ColumnSpec) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce").astype("Float64")
+    outside = pd.Series(False, index=values.index, dtype="boolean")
+    if spec.greater_than is not None:
+        outside |= numbers <= spec.greater_than
+    if spec.less_than is not None:
+        outside |= numbers >= spec.less_than
+    if spec.min is not None:
+        outside |= numbers < spec.min
+    if spec.max is not None:
+        outside |= numbers > spec.max
+    return outside.fillna(False).astype(bool)
 
-    A rule on a value never fires where the value is null: the null rule already names it.
+
+def allowed_mask(values: pd.Series, allowed: list[object]) -> pd.Series:
+    return (values.notna() & ~values.astype("object").isin(allowed)).astype(bool)
+
+
+def range_rule_reasons(dataset: DatasetSpec) -> list[str]:
+    """Every value rule's reason (the `raw_value_ranges` check counts these), in rule order."""
+    reasons = [range_reason(c, s) for c, s in dataset.columns.items() if has_range(s)]
+    reasons += [allowed_reason(c) for c, s in dataset.columns.items() if s.allowed is not None]
+    reasons.append(outside_day_reason(dataset.event_time))
+    reasons += [rule.reason for rule in dataset.rules]
+    reasons += [future_reason(c) for c in future_columns(dataset)]
+    return reasons
+
+
+def future_columns(dataset: DatasetSpec) -> list[str]:
+    return [dataset.event_time] + [
+        c for c, s in dataset.columns.items() if s.not_in_future and c != dataset.event_time
+    ]
+
+
+def rule_violations(
+    frame: pd.DataFrame, dataset: DatasetSpec, day: dt.date, now: dt.datetime
+) -> dict[str, pd.Series]:
+    """Reason -> boolean mask of the rows of `frame` (raw rows for `day`) that break that rule.
+
+    A rule on a value never fires where the value is null: the null rule (or, for a nullable
+    or label column, nothing) already speaks for it.
     """
     index = frame.index
     violations: dict[str, pd.Series] = {}
-    for column in RAW_COLUMNS:
-        violations[null_reason(column)] = frame[column].isna()
-    for column, (low, high) in VALUE_RANGES.items():
-        values = frame[column].astype("Float64")
-        violations[range_reason(column)] = ((values <= low) | (values >= high)).fillna(False).astype(bool)
-    pickup = frame[PICKUP]
-    dropoff = frame[DROPOFF]
+    for column in raw_columns(dataset):
+        if not dataset.is_nullable(column):
+            violations[null_reason(column)] = frame[column].isna()
+    for column, spec in dataset.columns.items():
+        if has_range(spec):
+            violations[range_reason(column, spec)] = range_mask(frame[column], spec)
+        if spec.allowed is not None:
+            violations[allowed_reason(column)] = allowed_mask(frame[column], list(spec.allowed))
+    event = frame[dataset.event_time]
     start, end = day_bounds(day)
-    violations[PICKUP_OUTSIDE_DAY] = (pickup.notna() & ((pickup < start) | (pickup >= end))).astype(bool)
-    violations[DROPOFF_BEFORE_PICKUP] = (pickup.notna() & dropoff.notna() & (dropoff < pickup)).astype(bool)
+    violations[outside_day_reason(dataset.event_time)] = (event.notna() & ((event < start) | (event >= end))).astype(bool)
+    for rule in dataset.rules:
+        left, right = frame[rule.column], frame[rule.other]
+        both = left.notna() & right.notna()
+        holds = pd.Series(
+            COMPARISONS[rule.op](left.astype("object"), right.astype("object")), index=index
+        ).where(both, True)
+        violations[rule.reason] = (both & ~holds.astype(bool)).astype(bool)
     cutoff = naive_utc(now)
-    violations[future_reason(PICKUP)] = (pickup.notna() & (pickup > cutoff)).astype(bool)
-    violations[future_reason(DROPOFF)] = (dropoff.notna() & (dropoff > cutoff)).astype(bool)
+    for column in future_columns(dataset):
+        values = frame[column]
+        violations[future_reason(column)] = (values.notna() & (values > cutoff)).astype(bool)
     return {reason: mask.reindex(index, fill_value=False) for reason, mask in violations.items()}
 
 
-def duplicate_rows(frame: pd.DataFrame) -> pd.Series:
-    """Rows identical in every raw column to an earlier row (the first copy is kept)."""
+def duplicate_rows(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.Series:
+    """Rows repeating an earlier row's unique key (or, with no key, every raw value)."""
     if frame.empty:
         return pd.Series(False, index=frame.index)
-    return frame[RAW_COLUMNS].duplicated(keep="first")
+    columns = dataset.unique_key or raw_columns(dataset)
+    return frame[columns].duplicated(keep="first")
+
+
+def duplicate_reason(dataset: DatasetSpec) -> str:
+    return f"duplicate {'+'.join(dataset.unique_key)}" if dataset.unique_key else DUPLICATE_ROW
 
 
 def join_reasons(masks: Mapping[str, pd.Series], index: pd.Index, earlier: pd.Series | None = None) -> pd.Series:
@@ -110,23 +179,24 @@ class ValidatedRows:
 
 def validate_raw_rows(
     frame: pd.DataFrame,
+    dataset: DatasetSpec,
     day: dt.date,
     now: dt.datetime,
     earlier_reasons: pd.Series | None = None,
 ) -> ValidatedRows:
-    """Split raw trips for `day` into valid rows (RAW_SCHEMA) and quarantined rows (+ `reason`).
+    """Split raw rows for `day` into valid rows (the raw schema) and quarantined rows (+ `reason`).
 
     `earlier_reasons` carries problems found while reading (e.g. an unparseable value), one
-    string per row. Columns beyond RAW_COLUMNS (such as the source file) stay on quarantined rows.
+    string per row. Columns beyond the dataset's (such as the source file) stay on quarantined rows.
     """
     frame = frame.reset_index(drop=True)
     if earlier_reasons is not None:
         earlier_reasons = earlier_reasons.reset_index(drop=True)
-    masks = rule_violations(frame, day, now)
-    masks[DUPLICATE_ROW] = duplicate_rows(frame)
+    masks = rule_violations(frame, dataset, day, now)
+    masks[duplicate_reason(dataset)] = duplicate_rows(frame, dataset)
     reasons = join_reasons(masks, frame.index, earlier_reasons)
     bad = reasons != ""
-    valid = frame.loc[~bad, RAW_COLUMNS].astype(RAW_SCHEMA).reset_index(drop=True)
+    valid = frame.loc[~bad, raw_columns(dataset)].astype(raw_schema(dataset)).reset_index(drop=True)
     quarantined = frame.loc[bad].copy()
     quarantined[REASON_COLUMN] = reasons[bad]
     return ValidatedRows(valid=valid, quarantined=quarantined.reset_index(drop=True))
@@ -187,4 +257,19 @@ def population_stability_index(reference: np.ndarray, actual: np.ndarray, bins: 
     observed = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=edges.size + 1)
     expected_share = np.maximum(expected / reference.size, PSI_FLOOR)
     observed_share = np.maximum(observed / actual.size, PSI_FLOOR)
+    return float(np.sum((observed_share - expected_share) * np.log(observed_share / expected_share)))
+
+
+def categorical_population_stability_index(reference: pd.Series, actual: pd.Series) -> float:
+    """PSI of the category shares of `actual` against `reference` (nulls are a category).
+
+    NaN when either side is empty. Categories only one side has count with the PSI floor.
+    """
+    if len(reference) == 0 or len(actual) == 0:
+        return float("nan")
+    expected = reference.fillna("<null>").value_counts(normalize=True)
+    observed = actual.fillna("<null>").value_counts(normalize=True)
+    categories = expected.index.union(observed.index)
+    expected_share = np.maximum(expected.reindex(categories, fill_value=0.0).to_numpy(), PSI_FLOOR)
+    observed_share = np.maximum(observed.reindex(categories, fill_value=0.0).to_numpy(), PSI_FLOOR)
     return float(np.sum((observed_share - expected_share) * np.log(observed_share / expected_share)))

@@ -11,8 +11,8 @@ import base64
 import html
 import io
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 BASELINE = "naive baseline"
-METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "r2": "R²", "mape": "MAPE"}
+METRIC_LABELS = {
+    "rmse": "RMSE", "mae": "MAE", "r2": "R²", "mape": "MAPE",
+    "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "log_loss": "log loss", "f1": "F1",
+    "precision": "precision", "recall": "recall", "accuracy": "accuracy",
+}
 MODEL_COLOURS = {CHALLENGER: "#4f43dd", CHAMPION: "#e17a00", BASELINE: "#8a8a8a"}
 # Small figures keep the card light: four plots add about 100 KB to the materialization event.
 FIGURE_SIZE = (5.4, 3.5)
@@ -74,6 +78,8 @@ class StepCard:
     scores: list[ModelScore]
     gate: list[GateResult]
     plots: list[Plot]
+    # Which of the project's own metrics are better when larger (built-in ones are known).
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)
 
 
 def _png(figure: Figure) -> bytes:
@@ -157,7 +163,7 @@ def plot_residual_histogram(y_true: np.ndarray, y_pred: np.ndarray, target: str)
 def error_by_hour(
     hours: np.ndarray, y_true: np.ndarray, predictions: Mapping[str, np.ndarray]
 ) -> pd.DataFrame:
-    """Mean absolute error per pickup hour (rows: hours present in the test split; columns: models)."""
+    """Mean absolute error per event-time hour (rows: hours present in the test split; columns: models)."""
     hours = np.asarray(hours)
     y_true = np.asarray(y_true, float)
     _check_lengths(y_true, hours=hours, **{k: np.asarray(v) for k, v in predictions.items()})
@@ -169,9 +175,9 @@ def error_by_hour(
 
 
 def plot_error_by_hour(
-    hours: np.ndarray, y_true: np.ndarray, predictions: Mapping[str, np.ndarray]
+    hours: np.ndarray, y_true: np.ndarray, predictions: Mapping[str, np.ndarray], time_column: str = "event time"
 ) -> Plot:
-    """Mean absolute error per pickup hour for each model: where in the day a model struggles."""
+    """Mean absolute error per event-time hour for each model: where in the day a model struggles."""
     table = error_by_hour(hours, y_true, predictions)
     figure, axes = _new_axes("Error by hour of day")
     for name in table.columns:
@@ -181,13 +187,14 @@ def plot_error_by_hour(
         )
     axes.set_xticks(range(0, 24, 3))
     axes.set_xlim(-0.5, 23.5)
-    axes.set_xlabel("pickup hour (UTC)")
+    axes.set_xlabel(f"hour of {time_column} (UTC)")
     axes.set_ylabel("mean absolute error")
     axes.legend(fontsize=8)
     worst = int(table[CHALLENGER].idxmax()) if CHALLENGER in table else int(table.iloc[:, 0].idxmax())
     return Plot(
         "Error by hour of day",
-        f"Mean absolute error per pickup hour of the test rows; the challenger does worst at {worst:02d}:00.",
+        f"Mean absolute error per hour of {time_column} (UTC) of the test rows; the challenger "
+        f"does worst at {worst:02d}:00.",
         _png(figure),
     )
 
@@ -199,31 +206,34 @@ def feature_importance(
     sample_rows: int = IMPORTANCE_SAMPLE_ROWS,
     repeats: int = IMPORTANCE_REPEATS,
     seed: int = 0,
+    scoring: Callable[[object, pd.DataFrame, np.ndarray], float] | str = "neg_root_mean_squared_error",
+    metric: str = "rmse",
 ) -> pd.DataFrame:
-    """Permutation importance on a sample of the test split: RMSE increase when a column is shuffled.
+    """Permutation importance on a sample of the test split: how much `metric` worsens when a
+    column is shuffled (`scoring` returns a value where higher is better, as sklearn's do).
 
     A sample and few repeats keep it to a few hundred predictions per column; the ranking is
     what the card needs, not a precise estimate.
     """
-    target = np.asarray(target, float)
+    target = np.asarray(target)
     _check_lengths(target, inputs=inputs.to_numpy())
     if len(inputs) > sample_rows:
         rows = np.sort(np.random.default_rng(seed).choice(len(inputs), sample_rows, replace=False))
         inputs, target = inputs.iloc[rows], target[rows]
     result = permutation_importance(
-        model, inputs, target, scoring="neg_root_mean_squared_error",
-        n_repeats=repeats, random_state=seed,
+        model, inputs, target, scoring=scoring, n_repeats=repeats, random_state=seed,
     )
     return (
         pd.DataFrame(
             {
                 "feature": list(inputs.columns),
-                "rmse_increase": result.importances_mean,
+                "worsening": result.importances_mean,
                 "std": result.importances_std,
             }
         )
-        .sort_values("rmse_increase", ascending=False, kind="stable")
+        .sort_values("worsening", ascending=False, kind="stable")
         .reset_index(drop=True)
+        .assign(metric=metric)
     )
 
 
@@ -231,17 +241,19 @@ def plot_feature_importance(importance: pd.DataFrame) -> Plot:
     """Horizontal bars of `feature_importance`, most important on top."""
     if importance.empty:
         raise ValueError("report: expected at least one feature importance row, found none")
+    metric = str(importance["metric"].iloc[0]) if "metric" in importance.columns else "rmse"
+    label = METRIC_LABELS.get(metric, metric)
     ordered = importance.iloc[::-1]
     figure, axes = _new_axes("Permutation feature importance (challenger)")
     axes.barh(
-        ordered["feature"], ordered["rmse_increase"], xerr=ordered["std"],
+        ordered["feature"], ordered["worsening"], xerr=ordered["std"],
         color=MODEL_COLOURS[CHALLENGER], alpha=0.85,
     )
-    axes.set_xlabel("RMSE increase when the column is shuffled")
+    axes.set_xlabel(f"how much {label} worsens when the column is shuffled")
     top = importance.iloc[0]
     return Plot(
         "Permutation feature importance",
-        f"Shuffling {top['feature']} raises RMSE by {top['rmse_increase']:.2f}; "
+        f"Shuffling {top['feature']} worsens {label} by {top['worsening']:.3g}; "
         "near-zero bars carry little signal.",
         _png(figure),
     )
@@ -253,6 +265,7 @@ def evaluation_plots(
     hours: np.ndarray,
     importance: pd.DataFrame,
     target: str,
+    time_column: str = "event time",
 ) -> list[Plot]:
     """The card's four plots; `predictions` must hold the challenger's."""
     if CHALLENGER not in predictions:
@@ -260,7 +273,7 @@ def evaluation_plots(
     return [
         plot_predicted_vs_actual(y_true, predictions[CHALLENGER], target),
         plot_residual_histogram(y_true, predictions[CHALLENGER], target),
-        plot_error_by_hour(hours, y_true, predictions),
+        plot_error_by_hour(hours, y_true, predictions, time_column),
         plot_feature_importance(importance),
     ]
 
@@ -275,7 +288,9 @@ def format_metric(metric: str, value: float | None) -> str:
 BETTER, WORSE, WARNING = "✓", "✗", "⚠"
 
 
-def format_delta(metric: str, challenger: float, other: float) -> str:
+def format_delta(
+    metric: str, challenger: float, other: float, higher: Mapping[str, bool] | None = None
+) -> str:
     """Challenger minus other, marked ✓ when the challenger is better and ✗ when it is worse."""
     if any(v is None or math.isnan(v) for v in (challenger, other)):
         return "n/a"
@@ -283,14 +298,20 @@ def format_delta(metric: str, challenger: float, other: float) -> str:
     text = f"{delta:+.2f} pp" if metric == "mape" else f"{delta:+.3f}"
     if delta == 0:
         return f"{text} ="
-    better = delta > 0 if HIGHER_IS_BETTER[metric] else delta < 0
+    better = delta > 0 if {**HIGHER_IS_BETTER, **(higher or {})}.get(metric, False) else delta < 0
     return f"{text} {BETTER if better else WORSE}"
 
 
-def metrics_rows(scores: Sequence[ModelScore]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the metrics table: one row per model, then the challenger's deltas."""
-    metrics = list(METRIC_LABELS)
-    header = ["model", *(METRIC_LABELS[m] for m in metrics)]
+def metrics_rows(
+    scores: Sequence[ModelScore], higher: Mapping[str, bool] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the metrics table: one row per model, then the challenger's deltas.
+
+    The metrics are the first model's (the task's built-in ones and the project's own);
+    `higher` says which of the project's own are better when larger.
+    """
+    metrics = list(scores[0].metrics) if scores else []
+    header = ["model", *(METRIC_LABELS.get(m, m) for m in metrics)]
     rows = [[score.name, *(format_metric(m, score.metrics.get(m)) for m in metrics)] for score in scores]
     challenger = next((s for s in scores if s.label == CHALLENGER), None)
     if challenger is not None:
@@ -300,7 +321,7 @@ def metrics_rows(scores: Sequence[ModelScore]) -> tuple[list[str], list[list[str
             rows.append(
                 [
                     f"Δ challenger − {other.label}",
-                    *(format_delta(m, challenger.metrics[m], other.metrics[m]) for m in metrics),
+                    *(format_delta(m, challenger.metrics[m], other.metrics[m], higher) for m in metrics),
                 ]
             )
     return header, rows
@@ -314,16 +335,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 DELTA_LEGEND = (
     f"Δ is the challenger minus the other model; {BETTER} marks where the challenger is better "
-    f"(lower RMSE, MAE and MAPE, higher R²), {WORSE} where it is worse."
+    f"(lower errors and log loss, higher R², AUC, F1, precision, recall and accuracy), "
+    f"{WORSE} where it is worse."
 )
 
 
-def metrics_table(scores: Sequence[ModelScore]) -> str:
+def metrics_table(scores: Sequence[ModelScore], higher: Mapping[str, bool] | None = None) -> str:
     """Markdown metrics table with the challenger's deltas and their legend.
 
     Dagster shows markdown metadata under 1,000 characters inline, so this stays short.
     """
-    return markdown_table(*metrics_rows(scores)) + "\n\n" + DELTA_LEGEND
+    return markdown_table(*metrics_rows(scores, higher)) + "\n\n" + DELTA_LEGEND
 
 
 def gate_rows(gate: Sequence[GateResult]) -> tuple[list[str], list[list[str]]]:
@@ -361,7 +383,7 @@ def step_card_markdown(card: StepCard) -> str:
         f"**{card.verdict}**",
         " · ".join(f"**{k}:** {v}" for k, v in card.facts),
         "### Test-split metrics",
-        metrics_table(card.scores),
+        metrics_table(card.scores, card.higher_is_better),
     ]
     if card.gate:
         parts += ["### Promotion gate", markdown_table(*gate_rows(card.gate))]
@@ -414,7 +436,7 @@ def html_report(card: StepCard) -> str:
         f"<h1>{html.escape(card.title)}</h1>"
         f'<p class="verdict">{html.escape(card.verdict)}</p>'
         f"<dl>{facts}</dl>"
-        f"<h2>Test-split metrics</h2>{_html_table(*metrics_rows(card.scores))}"
+        f"<h2>Test-split metrics</h2>{_html_table(*metrics_rows(card.scores, card.higher_is_better))}"
         f"<p>{html.escape(DELTA_LEGEND)}</p>"
         f"{gate}"
         f'<h2>Plots</h2><div class="plots">{figures}</div>'

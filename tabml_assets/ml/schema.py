@@ -1,18 +1,52 @@
-"""The raw trip schema shared by every data source: the Databricks NYC-taxi sample's columns."""
+"""A project's raw schema, from the dataset section of its spec: column -> pandas dtype.
+
+Stored rows use plain dtypes where a column may not hold nulls and nullable ones where it may
+(label columns, `nullable: true`). Timestamps are stored timezone-naive in UTC.
+"""
 
 from __future__ import annotations
 
-PICKUP = "tpep_pickup_datetime"
-DROPOFF = "tpep_dropoff_datetime"
+import pandas as pd
 
-# Column -> pandas dtype every source must deliver. Timestamps are timezone-naive UTC, as in
-# samples.nyctaxi.trips.
-RAW_SCHEMA: dict[str, str] = {
-    PICKUP: "datetime64[us]",
-    DROPOFF: "datetime64[us]",
-    "trip_distance": "float64",
-    "fare_amount": "float64",
-    "pickup_zip": "int64",
-    "dropoff_zip": "int64",
+from tabml_assets.spec import DatasetSpec
+
+DTYPES: dict[str, str] = {
+    "float": "float64",
+    "integer": "int64",
+    "boolean": "bool",
+    "string": "object",
+    "datetime": "datetime64[us]",
 }
-RAW_COLUMNS: list[str] = list(RAW_SCHEMA)
+NULLABLE_DTYPES: dict[str, str] = {**DTYPES, "integer": "Int64", "boolean": "boolean"}
+
+
+def raw_columns(dataset: DatasetSpec) -> list[str]:
+    return list(dataset.columns)
+
+
+def raw_schema(dataset: DatasetSpec) -> dict[str, str]:
+    """The dtypes of stored (validated) raw rows."""
+    return {
+        name: (NULLABLE_DTYPES if dataset.is_nullable(name) else DTYPES)[column.type]
+        for name, column in dataset.columns.items()
+    }
+
+
+def unvalidated_schema(dataset: DatasetSpec) -> dict[str, str]:
+    """Nullable dtypes while rows are unvalidated: a missing value is a row problem, not a crash."""
+    return {name: NULLABLE_DTYPES[column.type] for name, column in dataset.columns.items()}
+
+
+def type_of(dtype: str) -> str:
+    """The spec type a pandas dtype belongs to (for messages and checks)."""
+    for spec_type, name in (*DTYPES.items(), *NULLABLE_DTYPES.items()):
+        if name == dtype:
+            return spec_type
+    return dtype
+
+
+def as_text_objects(values: pd.Series) -> pd.Series:
+    """An object column whose missing values are None (how string columns are stored)."""
+    out = values.astype("object")
+    out[values.isna().to_numpy()] = None
+    return out

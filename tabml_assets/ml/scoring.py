@@ -9,8 +9,11 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from tabml_assets.ml.features import require_columns
+from tabml_assets.ml.metrics import positive_class_probability, predict
 
 PREDICTION_COLUMN = "prediction"
+# Classification: the positive class's probability (binary); `probability_<class>` per class.
+PROBABILITY_COLUMN = "probability"
 # Chunks bound the scoring step's extra memory to one chunk's transformed matrix.
 SCORING_CHUNK_ROWS = 250_000
 
@@ -25,6 +28,11 @@ def predict_in_chunks(model: Pipeline, inputs: pd.DataFrame, chunk_rows: int = S
     return np.concatenate(parts)
 
 
+def probability_column(label: object) -> str:
+    """The column holding the probability of one class, e.g. `probability_late`."""
+    return f"{PROBABILITY_COLUMN}_{label}"
+
+
 def score_frame(
     frame: pd.DataFrame,
     model: Pipeline,
@@ -32,11 +40,28 @@ def score_frame(
     model_name: str,
     model_version: str,
     scored_at: dt.datetime,
+    *,
+    task: str = "regression",
+    positive_class: object = None,
 ) -> pd.DataFrame:
-    """The input rows with one prediction each, and which model produced it and when."""
+    """The input rows with one prediction each, and which model produced it and when.
+
+    Regression: `prediction`. Classification: `prediction` is the predicted label, with one
+    `probability_<class>` column per class and, for a binary target, `probability` of the
+    positive class (what thresholds, ranking and drift use).
+    """
     require_columns(frame, feature_columns, "scoring input")
     scored = frame.copy()
-    scored[PREDICTION_COLUMN] = predict_in_chunks(model, frame[feature_columns])
+    if task == "regression":
+        scored[PREDICTION_COLUMN] = predict_in_chunks(model, frame[feature_columns])
+    else:
+        predictions = predict(model, frame[feature_columns], task)
+        assert predictions.probabilities is not None and predictions.classes is not None
+        scored[PREDICTION_COLUMN] = predictions.values
+        if task == "binary":
+            scored[PROBABILITY_COLUMN] = positive_class_probability(predictions, positive_class)
+        for index, label in enumerate(predictions.classes):
+            scored[probability_column(label)] = predictions.probabilities[:, index]
     scored["model_name"] = model_name
     scored["model_version"] = model_version
     scored["scored_at"] = pd.Timestamp(scored_at).tz_localize(None) if pd.Timestamp(scored_at).tzinfo else pd.Timestamp(scored_at)

@@ -8,6 +8,7 @@ executor instead of shipped with every task.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,22 @@ from pyspark import Broadcast
 from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
+
+
+def ship_project_code_by_value() -> None:
+    """Pickle the projects' steps modules by value, so executors need not import them.
+
+    Steps modules are imported from project folders as `tabml_projects.<project>.*`, a name
+    Spark's Python workers cannot import; pickled by value, a project's `build_features`
+    travels inside the task like any closure.
+    """
+    from pyspark import cloudpickle
+
+    from tabml_assets.steps import PROJECTS_PACKAGE
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith(f"{PROJECTS_PACKAGE}.") and name.count(".") == 1:
+            cloudpickle.register_pickle_by_value(module)
 
 
 def spark_schema_of(schema: pa.Schema) -> StructType:
@@ -75,6 +92,7 @@ def map_parquet_with_spark(
     """
     spark_schema = spark_schema_of(output_schema)
     columns = output_schema.names
+    ship_project_code_by_value()
     with shared_with_executors(session, shared) as objects:
 
         def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

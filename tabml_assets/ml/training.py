@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import RegressorMixin
 from sklearn.pipeline import Pipeline
 
-from tabml_assets.ml.evaluation import regression_metrics
-from tabml_assets.ml.features import build_preprocessor, require_columns
-from tabml_assets.ml.schema import PICKUP
-from tabml_assets.spec import ESTIMATOR_ALLOW_LIST, EstimatorSpec, PipelineSpec, SplitSpec
+from tabml_assets.ml.estimators import build_model_pipeline
+from tabml_assets.ml.features import require_columns
+from tabml_assets.ml.metrics import metrics_for, predict
+from tabml_assets.spec import PipelineSpec, SplitSpec
+from tabml_assets.steps import ProjectSteps
 
-TREE_ESTIMATORS = {
-    "HistGradientBoostingRegressor",
-    "GradientBoostingRegressor",
-    "RandomForestRegressor",
-    "ExtraTreesRegressor",
-}
+__all__ = ["build_model_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +35,19 @@ class FitResult:
     test_rows: int
 
 
-def split_chronologically(frame: pd.DataFrame, ratios: SplitSpec) -> Splits:
+def labelled_rows(frame: pd.DataFrame, target_column: str) -> pd.DataFrame:
+    """The rows whose label has arrived: training and evaluation learn from these only."""
+    require_columns(frame, [target_column], "training window")
+    return frame[frame[target_column].notna()].reset_index(drop=True)
+
+
+def split_chronologically(frame: pd.DataFrame, ratios: SplitSpec, time_column: str) -> Splits:
     """Oldest rows train, then validation, newest rows test; ties broken by row order."""
     if len(frame) < 3:
-        raise ValueError(f"training window: expected at least 3 rows to split, found {len(frame)}")
-    ordered = frame.sort_values(PICKUP, kind="stable").reset_index(drop=True)
+        raise ValueError(
+            f"training window: expected at least 3 labelled rows to split, found {len(frame)}"
+        )
+    ordered = frame.sort_values(time_column, kind="stable").reset_index(drop=True)
     n = len(ordered)
     n_train = max(1, round(n * ratios.train))
     n_validation = round(n * ratios.validation)
@@ -56,55 +58,43 @@ def split_chronologically(frame: pd.DataFrame, ratios: SplitSpec) -> Splits:
     return Splits(train=train, validation=validation, test=test)
 
 
-def make_estimator(spec: EstimatorSpec) -> RegressorMixin:
-    """Instantiate an allow-listed estimator; config never imports arbitrary classes."""
-    module_name = ESTIMATOR_ALLOW_LIST.get(spec.class_name)
-    if module_name is None:
-        raise ValueError(
-            f"estimator.class: expected one of {sorted(ESTIMATOR_ALLOW_LIST)}, found {spec.class_name!r}"
-        )
-    estimator_class = getattr(importlib.import_module(module_name), spec.class_name)
-    try:
-        return estimator_class(**spec.params)
-    except TypeError as exc:
-        raise ValueError(f"estimator.params for {spec.class_name}: {exc}") from None
-
-
-def build_model_pipeline(spec: PipelineSpec) -> Pipeline:
-    tree_model = spec.estimator.class_name in TREE_ESTIMATORS
-    estimator = make_estimator(spec.estimator)
-    if spec.estimator.class_name == "HistGradientBoostingRegressor":
-        # The preprocessor emits categorical columns first, in spec order.
-        n_cat = len(spec.categorical_columns)
-        mask = [i < n_cat for i in range(len(spec.feature_columns))]
-        estimator.set_params(categorical_features=mask)
-    preprocessor = build_preprocessor(spec.feature_columns, spec.categorical_columns, tree_model)
-    return Pipeline([("preprocess", preprocessor), ("estimator", estimator)])
-
-
 def model_inputs(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     require_columns(frame, spec.feature_columns, "model inputs")
     return frame[spec.feature_columns]
 
 
-def fit_model(splits: Splits, spec: PipelineSpec) -> FitResult:
+def target_values(frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
+    """The target as the estimator sees it: floats for regression, plain labels for classes."""
+    values = frame[spec.target_column]
+    if spec.task == "regression":
+        return values.to_numpy(dtype="float64")
+    return np.asarray(values.astype("object").tolist(), dtype=object if values.dtype == object else None)
+
+
+def split_metrics(model: Pipeline, part: pd.DataFrame, spec: PipelineSpec, steps: ProjectSteps | None) -> dict[str, float]:
+    predictions = predict(model, model_inputs(part, spec), spec.task)
+    return metrics_for(
+        spec.task, target_values(part, spec), predictions, spec.target.positive_class,
+        custom=steps.metrics if steps else None,
+    )
+
+
+def fit_model(splits: Splits, spec: PipelineSpec, steps: ProjectSteps | None = None) -> FitResult:
     """Fit the spec's pipeline on the train split; report train and validation metrics."""
     for name, part in (("train", splits.train), ("validation", splits.validation)):
         require_columns(part, [*spec.feature_columns, spec.target_column], f"{name} split")
     target = splits.train[spec.target_column]
     if target.isna().all():
         raise ValueError(f"train split: target column {spec.target_column!r} is entirely null")
-    model = build_model_pipeline(spec)
-    model.fit(model_inputs(splits.train, spec), target.to_numpy())
-    train_metrics = regression_metrics(target.to_numpy(), model.predict(model_inputs(splits.train, spec)))
-    validation_metrics = (
-        regression_metrics(
-            splits.validation[spec.target_column].to_numpy(),
-            model.predict(model_inputs(splits.validation, spec)),
+    if spec.task != "regression" and target.nunique() < 2:
+        raise ValueError(
+            f"train split: a {spec.task} target needs at least 2 classes, found only "
+            f"{target.unique().tolist()} in {spec.target_column!r}"
         )
-        if len(splits.validation)
-        else {}
-    )
+    model = build_model_pipeline(spec, steps)
+    model.fit(model_inputs(splits.train, spec), target_values(splits.train, spec))
+    train_metrics = split_metrics(model, splits.train, spec, steps)
+    validation_metrics = split_metrics(model, splits.validation, spec, steps) if len(splits.validation) else {}
     return FitResult(
         model=model,
         train_metrics=train_metrics,
@@ -122,5 +112,5 @@ def estimator_params(model: Pipeline) -> dict[str, Any]:
 
 
 def naive_predictions(train_target: pd.Series, rows: int) -> np.ndarray:
-    """The naive baseline: always predict the training mean."""
+    """The naive regression baseline: always predict the training mean."""
     return np.full(rows, float(train_target.mean()))

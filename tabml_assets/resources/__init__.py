@@ -1,27 +1,50 @@
-"""One resource table per deployment, chosen once by TABML_DEPLOYMENT (default dev)."""
+"""One resource table per deployment, chosen once by TABML_DEPLOYMENT (default dev).
+
+The deployment's shared resources (storage, the step launcher, Spark, the notifier) are keyed
+once; each project adds its own data source and MLflow registry under keys named for it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dagster import ResourceDefinition
+from dagster import EnvVar, ResourceDefinition
 
-from tabml_assets.resources.data_sources import DemoTripSource, LandingFolderSource, TripSource
+from tabml_assets.resources.data_sources import (
+    DataSource,
+    DemoSource,
+    LandingFolderSource,
+    StepsLoaderSource,
+)
 from tabml_assets.resources.model_registry import ModelRegistry
+from tabml_assets.resources.notifier import LogNotifier, Notifier, SlackWebhookNotifier
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import PartitionedParquetIOManager
-from tabml_assets.spec import LoadedSpec
+from tabml_assets.spec import Deployment, LoadedSpec, SpecError
+
+REMOTE_DEPLOYMENTS = ("staging", "prod")
 
 
-def build_trip_source(spec: LoadedSpec) -> TripSource:
+def build_data_source(spec: LoadedSpec) -> DataSource:
     source = spec.profile.data_source
-    if source.kind == "demo":
-        return DemoTripSource(rows_per_day=source.demo_rows_per_day)
+    dataset = spec.pipeline.dataset.model_dump_json()
+    module = spec.steps.module_name
+    if source.kind in ("demo", "steps"):
+        hook = "demo_rows" if source.kind == "demo" else "load_day"
+        if module is None or getattr(spec.steps, hook) is None:
+            raise SpecError(
+                f"{spec.profile_file}: key `data_source.kind`: {source.kind!r} needs `{hook}` in "
+                f"{spec.name}'s steps module ({spec.steps.file or 'the spec names none: add `steps`'}), "
+                "found none"
+            )
+        if source.kind == "demo":
+            return DemoSource(dataset_spec=dataset, steps_module=module, rows_per_day=source.demo_rows_per_day)
+        return StepsLoaderSource(dataset_spec=dataset, steps_module=module)
     if source.kind == "landing_folder":
-        return LandingFolderSource(folder=spec.resolve_local(source.landing_folder))
+        return LandingFolderSource(dataset_spec=dataset, folder=str(spec.landing_folder()))
     from tabml_assets.resources.databricks_table import DatabricksTableSource
 
-    return DatabricksTableSource(table=source.table)
+    return DatabricksTableSource(dataset_spec=dataset, table=spec.source_table())
 
 
 def build_model_registry(spec: LoadedSpec) -> ModelRegistry:
@@ -35,13 +58,27 @@ def build_model_registry(spec: LoadedSpec) -> ModelRegistry:
     )
 
 
-def build_resources(spec: LoadedSpec) -> dict[str, Any]:
+def build_notifier(spec: LoadedSpec) -> Notifier:
+    notifications = spec.profile.notifications
+    if notifications.kind == "slack":
+        # Resolved when the sensor runs; the URL never appears in config, logs or the UI.
+        return SlackWebhookNotifier(webhook_url=EnvVar(notifications.slack_webhook_env_var))
+    return LogNotifier()
+
+
+def build_project_resources(spec: LoadedSpec) -> dict[str, Any]:
+    """The resources one project owns: its data source and its MLflow registry."""
+    keys = spec.keys
+    return {keys.source_resource: build_data_source(spec), keys.registry_resource: build_model_registry(spec)}
+
+
+def build_shared_resources(spec: LoadedSpec) -> dict[str, Any]:
+    """The deployment's resources every project shares (read from any of its projects' specs)."""
     resources: dict[str, Any] = {
         "io_manager": PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root)),
-        "trip_source": build_trip_source(spec),
-        "model_registry": build_model_registry(spec),
+        "notifier": build_notifier(spec),
     }
-    if spec.deployment in ("staging", "prod"):
+    if spec.deployment in REMOTE_DEPLOYMENTS:
         from tabml_assets.resources.databricks import build_step_launcher
 
         # In staging and prod the heavy assets run on a Databricks job cluster.
@@ -53,4 +90,13 @@ def build_resources(spec: LoadedSpec) -> dict[str, Any]:
         resources["step_launcher"] = ResourceDefinition.none_resource()
         # No Spark: features and scoring stream partition files through pandas in batches.
         resources["spark"] = ResourceDefinition.none_resource()
+    return resources
+
+
+def build_resources(deployment: Deployment | LoadedSpec) -> dict[str, Any]:
+    """The deployment's resource table: shared resources plus each project's own."""
+    projects = deployment.projects if isinstance(deployment, Deployment) else [deployment]
+    resources = build_shared_resources(projects[0])
+    for spec in projects:
+        resources.update(build_project_resources(spec))
     return resources

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tabml_assets.ml.schema import PICKUP, RAW_COLUMNS, RAW_SCHEMA
-from tabml_assets.resources.data_sources import TripSource, UnreadableFileError
+from tabml_assets.ml.schema import raw_columns
+from tabml_assets.resources.data_sources import DataSource, UnreadableFileError
+from tabml_assets.spec import DatasetSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class MissingColumnsError(UnreadableFileError):
-    """A table without the raw trip columns; names the table and what it has instead."""
+    """A table without the dataset's columns; names the table and what it has instead."""
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -25,33 +26,52 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def trips_of_day(table: SparkDataFrame, day: dt.date, source: str) -> SparkDataFrame:
-    """The raw trip columns of the rows picked up on `day` (UTC), in pickup order."""
+def rows_of_day(table: SparkDataFrame, dataset: DatasetSpec, day: dt.date, source: str) -> SparkDataFrame:
+    """The dataset's columns of the rows whose event time falls on `day` (UTC), in event-time order.
+
+    Label columns the table lacks are left for ingestion to fill with nulls (unlabeled rows).
+    """
     from pyspark.sql import functions as F
 
-    missing = [c for c in RAW_COLUMNS if c not in table.columns]
+    columns = raw_columns(dataset)
+    missing = [c for c in columns if c not in table.columns and c not in dataset.label_columns]
     if missing:
         raise MissingColumnsError(
-            f"{source}: missing column(s) {missing}; expected the columns of "
-            f"samples.nyctaxi.trips {RAW_COLUMNS}, found {table.columns}"
+            f"{source}: missing column(s) {missing}; expected the dataset's columns "
+            f"{columns}, found {table.columns}"
         )
+    present = [c for c in columns if c in table.columns]
+    event = dataset.event_time
     start, end = day_bounds(day)
     return (
-        table.where((F.col(PICKUP) >= F.lit(start)) & (F.col(PICKUP) < F.lit(end)))
-        .select(*RAW_COLUMNS)
-        .orderBy(PICKUP, *RAW_COLUMNS[1:])
+        table.where((F.col(event) >= F.lit(start)) & (F.col(event) < F.lit(end)))
+        .select(*present)
+        .orderBy(event, *[c for c in present if c != event])
     )
 
 
-class DatabricksTableSource(TripSource):
-    """Rows of a Unity Catalog table (default samples.nyctaxi.trips) for one UTC day.
+def mark_instants_utc(frame: pd.DataFrame, instant_columns: list[str]) -> pd.DataFrame:
+    """TIMESTAMP columns (instants, rendered in UTC) as UTC-aware; TIMESTAMP_NTZ stay wall-clock.
+
+    Ingestion reads naive timestamps in the dataset's time zone, which is right for wall-clock
+    values and wrong for instants that Spark already rendered in UTC.
+    """
+    for column in instant_columns:
+        values = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(values) and values.dt.tz is None:
+            frame[column] = values.dt.tz_localize("UTC")
+    return frame
+
+
+class DatabricksTableSource(DataSource):
+    """Rows of a Unity Catalog table for one UTC day.
 
     Runs where Spark runs: on Databricks the cluster's session, elsewhere a local session.
     `table` may be any name `spark.table` resolves, such as `catalog.schema.table` or a
     path-addressed table (`delta.`/path``, `parquet.`/path``).
     """
 
-    table: str = "samples.nyctaxi.trips"
+    table: str
 
     def read_day(self, day: dt.date) -> pd.DataFrame:
         from pyspark.sql import SparkSession
@@ -60,18 +80,23 @@ class DatabricksTableSource(TripSource):
         return self.read_day_with(spark, day)
 
     def read_day_with(self, spark: SparkSession, day: dt.date) -> pd.DataFrame:
-        """`read_day` on a given session: timestamps come back as naive UTC, like the demo."""
-        # samples.nyctaxi.trips stores TIMESTAMP (an instant): Spark renders it in the session
+        from pyspark.sql.types import TimestampType
+
+        """`read_day` on a given session: timestamps come back as naive UTC."""
+        # A TIMESTAMP column stores an instant: Spark renders it in the session
         # time zone, so the day filter and toPandas only mean UTC when the session says UTC.
         previous_zone = spark.conf.get("spark.sql.session.timeZone")
         # get() without a default returns the built-in default (the JVM zone) or raises; never None.
         assert previous_zone is not None
         spark.conf.set("spark.sql.session.timeZone", "UTC")
         try:
-            frame = trips_of_day(spark.table(self.table), day, f"table {self.table}").toPandas()
+            rows = rows_of_day(spark.table(self.table), self.dataset, day, f"table {self.table}")
+            frame = rows.toPandas()
+            frame = mark_instants_utc(frame, [f.name for f in rows.schema.fields if isinstance(f.dataType, TimestampType)])
         finally:
             spark.conf.set("spark.sql.session.timeZone", previous_zone)
-        return frame.astype(RAW_SCHEMA).reset_index(drop=True)
+        # Ingestion types every column by the spec (the same coercion as a landed file).
+        return frame.reset_index(drop=True)
 
     def describe(self) -> str:
         return f"Databricks table {self.table}"

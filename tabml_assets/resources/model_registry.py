@@ -62,12 +62,16 @@ def pip_requirements_for(model: Pipeline) -> list[str]:
     import sklearn
     import skops
 
+    from tabml_assets.ml.estimators import pip_requirements_extra
+
     return [
         f"scikit-learn=={sklearn.__version__}",
         f"pandas=={pd.__version__}",
         f"numpy=={numpy.__version__}",
         f"scipy=={scipy.__version__}",
         f"skops=={skops.__version__}",
+        # LightGBM or XGBoost where the model holds them.
+        *pip_requirements_extra(model),
     ]
 
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import (
+    AssetKey,
     ConfigurableIOManager,
     InputContext,
     MetadataValue,
@@ -326,6 +327,10 @@ def _as_utc(moment: Any) -> dt.datetime:
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
 
 
+def key_path(asset: AssetKey | str) -> list[str]:
+    return list(asset.path) if isinstance(asset, AssetKey) else [asset]
+
+
 class PartitionedParquetIOManager(ConfigurableIOManager):
     """Stores DataFrames as <root>/<asset>/<partition>.parquet and dicts as .json."""
 
@@ -338,23 +343,25 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         name = safe_segment(partition, "partition key") if partition is not None else "latest"
         return folder / f"{name}{suffix}"
 
-    def partition_path(self, asset_name: str, partition: str | None, suffix: str = ".parquet") -> Path:
-        return self._path([asset_name], partition, suffix)
+    def partition_path(self, asset: AssetKey | str, partition: str | None, suffix: str = ".parquet") -> Path:
+        """<root>/<asset key path>/<partition><suffix>: the one place a partition's file is named."""
+        return self._path(key_path(asset), partition, suffix)
 
-    def existing_partition_path(self, asset_name: str, partition: str) -> Path:
+    def existing_partition_path(self, asset: AssetKey | str, partition: str) -> Path:
         """The parquet file of a materialized partition; names what to materialize if absent."""
-        path = self.partition_path(asset_name, partition)
+        path = self.partition_path(asset, partition)
         if not path.exists():
+            name = "/".join(key_path(asset))
             raise FileNotFoundError(
-                f"{asset_name}: partition {partition} is not materialized (expected {path}); "
-                f"materialize {asset_name} for {partition} first"
+                f"{name}: partition {partition} is not materialized (expected {path}); "
+                f"materialize {name} for {partition} first"
             )
         return path
 
     def transform_partition(
         self,
-        source_asset: str,
-        target_asset: str,
+        source_asset: AssetKey | str,
+        target_asset: AssetKey | str,
         partition: str,
         transform: BatchTransform,
         shared: Mapping[str, Any] | None = None,

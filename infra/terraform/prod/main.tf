@@ -13,9 +13,10 @@ module "tabml" {
   volume_names         = ["assets", "artifacts", "wheels"]
   asset_volume_name    = "assets"
 
-  # mlflow.experiment_name and mlflow.model_name (tabml_prod.ml.tabml_fare_model)
-  experiment_name = "/Shared/tabml-prod"
-  model_name      = "tabml_fare_model"
+  # The profile's projects (each pipeline.yaml's name), with mlflow.experiment_name
+  # (/Shared/tabml-prod/<project>) and mlflow.model_name (tabml_prod.ml.<project>).
+  projects          = ["nyc_taxi"]
+  experiment_folder = "/Shared/tabml-prod"
 
   # databricks.secret_scope
   secret_scope = "tabml-prod"

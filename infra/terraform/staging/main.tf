@@ -13,9 +13,10 @@ module "tabml" {
   volume_names         = ["assets", "artifacts", "wheels"]
   asset_volume_name    = "assets"
 
-  # mlflow.experiment_name and mlflow.model_name (tabml_staging.ml.tabml_fare_model)
-  experiment_name = "/Shared/tabml-staging"
-  model_name      = "tabml_fare_model"
+  # The profile's projects (each pipeline.yaml's name), with mlflow.experiment_name
+  # (/Shared/tabml-staging/<project>) and mlflow.model_name (tabml_staging.ml.<project>).
+  projects          = ["nyc_taxi"]
+  experiment_folder = "/Shared/tabml-staging"
 
   # databricks.secret_scope
   secret_scope = "tabml-staging"

@@ -2,12 +2,12 @@ output "storage_root" {
   value = module.tabml.storage_root
 }
 
-output "registered_model_full_name" {
-  value = module.tabml.registered_model_full_name
+output "registered_model_full_names" {
+  value = module.tabml.registered_model_full_names
 }
 
-output "experiment_id" {
-  value = module.tabml.experiment_id
+output "experiment_ids" {
+  value = module.tabml.experiment_ids
 }
 
 output "secret_scope" {

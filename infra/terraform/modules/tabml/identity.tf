@@ -20,7 +20,8 @@ resource "databricks_permissions" "job_cluster_policy" {
 }
 
 resource "databricks_permissions" "experiment" {
-  experiment_id = databricks_mlflow_experiment.tabml.id
+  for_each      = databricks_mlflow_experiment.tabml
+  experiment_id = each.value.id
   access_control {
     group_name       = var.deployer_group
     permission_level = "CAN_MANAGE"
@@ -93,7 +94,8 @@ resource "databricks_grants" "volume" {
 }
 
 resource "databricks_grants" "registered_model" {
-  model = databricks_registered_model.tabml.id
+  for_each = databricks_registered_model.tabml
+  model    = each.value.id
   grant {
     principal  = var.deployer_group
     privileges = ["ALL_PRIVILEGES", "MANAGE"]

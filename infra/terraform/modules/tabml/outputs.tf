@@ -8,14 +8,14 @@ output "volume_paths" {
   value       = { for name, volume in databricks_volume.tabml : name => "/Volumes/${volume.catalog_name}/${volume.schema_name}/${volume.name}" }
 }
 
-output "registered_model_full_name" {
-  description = "catalog.schema.model, the profile's mlflow.model_name."
-  value       = "${local.catalog_name}.${databricks_schema.ml.name}.${databricks_registered_model.tabml.name}"
+output "registered_model_full_names" {
+  description = "Project -> catalog.schema.model, the profile's mlflow.model_name for that project."
+  value       = { for project, model in databricks_registered_model.tabml : project => "${local.catalog_name}.${databricks_schema.ml.name}.${model.name}" }
 }
 
-output "experiment_id" {
-  description = "The MLflow experiment's id."
-  value       = databricks_mlflow_experiment.tabml.id
+output "experiment_ids" {
+  description = "Project -> the id of its MLflow experiment."
+  value       = { for project, experiment in databricks_mlflow_experiment.tabml : project => experiment.id }
 }
 
 output "secret_scope" {

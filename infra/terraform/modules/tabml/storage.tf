@@ -20,7 +20,7 @@ locals {
 resource "databricks_schema" "ml" {
   catalog_name = local.catalog_name
   name         = var.schema_name
-  comment      = "tabml ${var.deployment}: volumes for assets, artifacts and wheels, and the fare model."
+  comment      = "tabml ${var.deployment}: volumes for assets, artifacts and wheels, and each project's model."
 }
 
 resource "databricks_volume" "tabml" {

@@ -40,13 +40,13 @@ variable "asset_volume_name" {
   default     = "assets"
 }
 
-variable "experiment_name" {
-  description = "MLflow experiment path, the profile's mlflow.experiment_name."
-  type        = string
+variable "projects" {
+  description = "The projects the deployment runs (each pipeline.yaml's `name`). Each gets an MLflow experiment <experiment_folder>/<project> and a registered model catalog.schema.<project>, as the profile's mlflow.experiment_name and mlflow.model_name templates name them."
+  type        = list(string)
 }
 
-variable "model_name" {
-  description = "Registered model name inside catalog.schema (the last part of mlflow.model_name)."
+variable "experiment_folder" {
+  description = "Workspace folder of the projects' MLflow experiments: the profile's mlflow.experiment_name is <experiment_folder>/{project}."
   type        = string
 }
 

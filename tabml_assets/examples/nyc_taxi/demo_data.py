@@ -11,7 +11,17 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from tabml_assets.ml.schema import DROPOFF, PICKUP, RAW_SCHEMA
+PICKUP = "tpep_pickup_datetime"
+DROPOFF = "tpep_dropoff_datetime"
+# The columns and dtypes of samples.nyctaxi.trips (timestamps naive UTC).
+RAW_SCHEMA: dict[str, str] = {
+    PICKUP: "datetime64[us]",
+    DROPOFF: "datetime64[us]",
+    "trip_distance": "float64",
+    "fare_amount": "float64",
+    "pickup_zip": "int64",
+    "dropoff_zip": "int64",
+}
 
 # Manhattan, Brooklyn, Queens and airport zips seen in the sample; each carries a fare offset
 # (airport and outer-borough surcharges) that the model can only learn from the zip itself.
