@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import AssetCheckKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
 
 from tabml_assets.definitions import build_definitions
 from tabml_assets.resources.storage import PartitionedParquetIOManager
@@ -236,6 +236,23 @@ def test_a_dataset_tabml_has_never_seen_runs_end_to_end(
     realized = (pd.to_datetime(returned["returned_at"]) - pd.to_datetime(returned["rented_at"])).dt.total_seconds() / 60
     errors = scored["prediction"].to_numpy() - realized.to_numpy()
     assert np.sqrt(np.mean(errors**2)) < 0.5 * realized.std()
+
+    # The labels arrive: the day is re-exported with its return times and re-ingested. Its
+    # stored predictions are then scored against them, and the day counts for training.
+    returned.to_csv(landing / f"rentals_{scoring_day}.csv", index=False)
+    run_selection(defs, instance, keys.assets("raw_data", "features"), partition_key=scoring_day.isoformat())
+    check = AssetCheckKey(keys.batch_predictions, "predictions_realized_accuracy")
+    with_check_job = Definitions.merge(
+        defs, Definitions(jobs=[define_asset_job("realized_check", selection=AssetSelection.checks(check))])
+    )
+    # A check-only job has no assets to derive partitions from: the run names its day by tag.
+    with_check_job.resolve_job_def("realized_check").execute_in_process(
+        tags={"dagster/partition": scoring_day.isoformat()}, instance=instance
+    )
+    [record] = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+    evaluation = record.event.dagster_event.event_specific_data
+    assert evaluation.metadata["labelled_rows"].value == evaluation.metadata["scored_rows"].value == 120
+    assert evaluation.metadata["realized_rmse"].value == pytest.approx(np.sqrt(np.mean(errors**2)), rel=1e-6)
 
 
 def load_error(tmp_path: Path, spec: dict, steps: str = STEPS) -> str:

@@ -285,7 +285,7 @@ def test_flights_run_end_to_end_as_a_classifier(tabml_home: Path, instance) -> N
     assert challenger["roc_auc"] > baseline["roc_auc"] == 0.5  # the class prior ranks nothing
     # Schedule-only features rank late flights above the share of late flights by chance.
     assert challenger["pr_auc"] > baseline["pr_auc"]
-    assert [g["check_name"] for g in report["gate"]] == ["roc_auc_min"] and report["gate_passed"]
+    assert "roc_auc_min" in [g["check_name"] for g in report["gate"]] and report["gate_passed"]
 
     evaluation = instance.get_latest_materialization_event(keys.evaluation_report).asset_materialization
     card = evaluation.metadata["step_card"].value
@@ -297,7 +297,7 @@ def test_flights_run_end_to_end_as_a_classifier(tabml_home: Path, instance) -> N
         e.check_name: e.passed
         for e in instance.get_latest_asset_check_evaluation_records(keys.evaluation_report)
     } if hasattr(instance, "get_latest_asset_check_evaluation_records") else {}
-    assert checks in ({}, {"gate_roc_auc_min": True})
+    assert checks == {} or checks.get("gate_roc_auc_min") is True
 
     scored = pd.read_parquet(store.partition_path(keys.batch_predictions, plan.scoring_day.isoformat()))
     assert len(scored) > 500

@@ -31,7 +31,12 @@ from dagster import (
 )
 
 from tabml_assets.assets.common import daily_partitions
-from tabml_assets.ml.metrics import Predictions, positive_class_probability, predict
+from tabml_assets.ml.metrics import (
+    Predictions,
+    higher_is_better,
+    positive_class_probability,
+    predict,
+)
 from tabml_assets.ml.quality import (
     categorical_population_stability_index,
     count_reasons,
@@ -42,6 +47,7 @@ from tabml_assets.ml.quality import (
     rule_violations,
     schema_problems,
 )
+from tabml_assets.ml.realized import realized_accuracy
 from tabml_assets.ml.schema import raw_schema
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, PROBABILITY_COLUMN, probability_column
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
@@ -508,6 +514,54 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
     return [features_drift, predictions_drift] if quality.drift_columns else [predictions_drift]
 
 
+def build_realized_accuracy_check(spec: LoadedSpec) -> AssetChecksDefinition:
+    """The predictions of each day against the labels that arrived since (re-ingested days)."""
+    pipeline = spec.pipeline
+    pipeline_keys = spec.keys
+    criteria = pipeline.validation.criteria
+    higher = {m: higher_is_better(m, spec.steps.metrics) for m in criteria}
+
+    @asset_check(
+        asset=pipeline_keys.batch_predictions,
+        name="predictions_realized_accuracy",
+        description=(
+            "The stored predictions scored against the labels the day's feature rows hold now "
+            "(a day re-ingested once its labels arrived); WARN when a gate criterion is missed."
+        ),
+        partitions_def=daily_partitions(pipeline),
+        required_resource_keys=CHECK_RESOURCES,
+    )
+    def predictions_realized_accuracy(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        store = store_of(context)
+
+        def finding(key: str) -> Finding:
+            scored = read_partition(store.partition_path(pipeline_keys.batch_predictions, key))
+            features = read_partition(store.partition_path(pipeline_keys.features, key))
+            realized = realized_accuracy(scored, features, pipeline, spec.steps)
+            metadata: dict[str, Any] = {
+                "scored_rows": realized.scored_rows,
+                "labelled_rows": realized.labelled_rows,
+                **{f"realized_{m}": MetadataValue.float(v) for m, v in realized.metrics.items()},
+            }
+            if not realized.labelled_rows:
+                return Finding(True, f"no labels yet for the {realized.scored_rows} scored rows", metadata)
+            missed = [
+                f"{m} = {realized.metrics[m]:.4g} (gate {'>=' if higher[m] else '<='} {bound:g})"
+                for m, threshold in criteria.items()
+                for bound in [threshold.min if higher[m] else threshold.max]
+                if bound is not None and not (
+                    realized.metrics[m] >= bound if higher[m] else realized.metrics[m] <= bound
+                )
+            ]
+            primary = pipeline.metric
+            summary = f"{realized.labelled_rows} of {realized.scored_rows} scored rows labelled; realized {primary} = {realized.metrics[primary]:.4g}"
+            return Finding(not missed, f"{summary}; missed: {missed}" if missed else summary, metadata)
+
+        return evaluate(partition_keys_of(context), "predictions_realized_accuracy", AssetCheckSeverity.WARN, finding)
+
+    return predictions_realized_accuracy
+
+
 def build_asset_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
     # Per-partition check results are a preview feature of Dagster 1.13; tabml relies on it on
     # purpose, so the notice would only repeat on every load.
@@ -518,4 +572,5 @@ def build_asset_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
             build_features_checks(spec),
             build_batch_predictions_checks(spec),
             *build_drift_checks(spec),
+            build_realized_accuracy_check(spec),
         ]

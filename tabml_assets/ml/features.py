@@ -46,15 +46,23 @@ class FeatureTable:
     feature_columns: tuple[str, ...]
     target_column: str
     dtypes: tuple[tuple[str, str], ...]
+    # The dataset's unique key where it is not already a model input: a row's identity, so
+    # predictions can be matched with labels that arrive later.
+    key_columns: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
-        return [self.event_time, *self.feature_columns, self.target_column]
+        return [self.event_time, *self.key_columns, *self.feature_columns, self.target_column]
 
     @classmethod
     def of(cls, pipeline: PipelineSpec) -> FeatureTable:
         types = pipeline.feature_table_types()
         dtypes = {pipeline.event_time: DTYPES["datetime"]}
+        kept = {pipeline.event_time, *pipeline.feature_columns, pipeline.target_column}
+        keys = tuple(c for c in pipeline.dataset.unique_key or [] if c not in kept)
+        for column in keys:
+            nullable = pipeline.dataset.is_nullable(column)
+            dtypes[column] = (NULLABLE_DTYPES if nullable else DTYPES)[types[column]]
         for column in pipeline.feature_columns:
             nullable = column in pipeline.dataset.columns and pipeline.dataset.is_nullable(column)
             dtypes[column] = (NULLABLE_DTYPES if nullable else DTYPES)[types[column]]
@@ -67,6 +75,7 @@ class FeatureTable:
             feature_columns=tuple(pipeline.feature_columns),
             target_column=pipeline.target_column,
             dtypes=tuple(dtypes.items()),
+            key_columns=keys,
         )
 
 
@@ -83,8 +92,9 @@ def build_features(
             f"steps build_features: expected a DataFrame with one row per raw row ({len(raw)}), "
             f"found {found}"
         )
-    require_columns(frame, [table.event_time, *table.feature_columns], "steps build_features output")
-    out = frame[[table.event_time, *table.feature_columns]].reset_index(drop=True)
+    kept = [table.event_time, *table.key_columns, *table.feature_columns]
+    require_columns(frame, kept, "steps build_features output")
+    out = frame[kept].reset_index(drop=True)
     if table.target_column in frame.columns:
         out[table.target_column] = frame[table.target_column].reset_index(drop=True)
     else:

@@ -68,6 +68,12 @@ def target_values(frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
     values = frame[spec.target_column]
     if spec.task == "regression":
         return values.to_numpy(dtype="float64")
+    return label_array(values)
+
+
+def label_array(values: pd.Series) -> np.ndarray:
+    """Class labels as a plain array: booleans and integers keep a numeric dtype (sklearn
+    cannot type an object array of booleans), strings stay objects."""
     return np.asarray(values.astype("object").tolist(), dtype=object if values.dtype == object else None)
 
 
