@@ -99,6 +99,10 @@ class SplitSpec(_Strict):
     train: float = Field(gt=0, lt=1)
     validation: float = Field(ge=0, lt=1)
     test: float = Field(gt=0, lt=1)
+    # Once validation metrics are measured on the model fitted on train, the registered model is
+    # fitted again on train + validation (the newest rows it may see); the test split stays
+    # untouched for the gate. false: register the train-only model.
+    refit_on_validation: bool = True
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> SplitSpec:

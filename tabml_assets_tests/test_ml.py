@@ -114,6 +114,22 @@ def test_fit_beats_the_naive_baseline_and_handles_unseen_zips(taxi: LoadedSpec) 
     assert np.isfinite(fit.model.predict(unseen[spec.feature_columns])).all()
 
 
+def test_registered_model_is_refit_on_train_and_validation(taxi: LoadedSpec) -> None:
+    spec = taxi.pipeline
+    frame = pd.concat([taxi_features(taxi, demo_trips(taxi, DAY + dt.timedelta(days=i), 300)) for i in range(3)])
+    splits = split_chronologically(frame, spec.split, spec.event_time)
+    refit = fit_model(splits, spec, taxi.steps)
+    assert refit.fitted_rows == len(splits.train) + len(splits.validation)
+    assert refit.model.named_steps["estimator"].n_features_in_ == len(spec.feature_columns)
+    train_only_spec = spec.model_copy(update={"split": spec.split.model_copy(update={"refit_on_validation": False})})
+    train_only = fit_model(splits, train_only_spec, taxi.steps)
+    assert train_only.fitted_rows == len(splits.train)
+    # Validation metrics come from the train-only fit either way: an honest holdout.
+    assert refit.validation_metrics == train_only.validation_metrics
+    inputs = splits.test[spec.feature_columns]
+    assert not np.allclose(refit.model.predict(inputs), train_only.model.predict(inputs))
+
+
 def test_linear_estimator_one_hot_encodes_zips(taxi: LoadedSpec) -> None:
     spec = taxi.pipeline.model_copy(
         update={"estimator": EstimatorSpec.model_validate({"class": "Ridge", "params": {"alpha": 1.0}})}

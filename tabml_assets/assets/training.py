@@ -25,6 +25,7 @@ from tabml_assets.assets.common import OWNERS, daily_partitions
 from tabml_assets.ml.training import (
     estimator_params,
     fit_model,
+    fitted_rows,
     labelled_rows,
     model_inputs,
     split_chronologically,
@@ -126,12 +127,14 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             mlflow.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
             mlflow.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
             mlflow.log_input(
-                training_dataset(splits.train, f"features[{window[0]}..{window[1]}]", features_location),
+                training_dataset(
+                    fitted_rows(splits, pipeline), f"features[{window[0]}..{window[1]}]", features_location
+                ),
                 context="training",
             )
             mlflow.set_tags(
                 {
-                    "tabml.training_rows": str(fit.train_rows),
+                    "tabml.training_rows": str(fit.fitted_rows),
                     "tabml.window_rows": str(len(features)),
                     "tabml.labelled_rows": str(len(labelled)),
                 }
@@ -143,7 +146,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             "model": ref.as_dict(),
             "window_start": window[0],
             "window_end": window[1],
-            "rows": {"window": len(features), "labelled": len(labelled), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows},
+            "rows": {"window": len(features), "labelled": len(labelled), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows, "fitted": fit.fitted_rows},
             "train_metrics": fit.train_metrics,
             "validation_metrics": fit.validation_metrics,
         }
