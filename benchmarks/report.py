@@ -89,6 +89,17 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         else:
             rows.append(("6. Spark path", "not measured", "", "", "", spark.get("reason", "")))
 
+    real = results.get("real_taxi")
+    if real and "error" not in real:
+        if "skipped" in real:
+            rows.append(("7. Real taxi sample, February RMSE", "not measured", "", "", "≤ 3.29", real["skipped"]))
+        else:
+            tabml, reference = real["tabml"]["february"], real["reference"]["february"]
+            rows.append((f"7. Real taxi sample: trained on January 2016, February RMSE ({tabml['rows']:,} trips)",
+                         _num(tabml["rmse"], 3), f"plain script {_num(reference['rmse'], 3)}", "",
+                         f"≤ {real['target_rmse_max']:g}", _verdict(real["met"])))
+            rows.append(("   February MAE", _num(tabml["mae"], 3), f"plain script {_num(reference['mae'], 3)}", "", "", ""))
+
     for name, error in failed.items():
         rows.append((f"{name}", "**failed**", "", "", "", error.splitlines()[0][:120]))
     return rows

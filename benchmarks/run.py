@@ -40,7 +40,7 @@ log = logging.getLogger("tabml.bench")
 # Not resolve(): a benchmarks/ symlinked into another checkout measures that checkout.
 REPO_ROOT = Path(__file__).absolute().parent.parent
 RESULTS_DIR = Path(__file__).absolute().parent / "results"
-SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor")
+SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi")
 LIBRARIES = ("dagster", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "pyspark", "dagster-pyspark")
 RSS_SAMPLE_SECONDS = 0.05
 
@@ -444,6 +444,12 @@ class Bench:
         from benchmarks import sensor_reaction
 
         return sensor_reaction.measure(self)
+
+    def real_taxi(self) -> dict[str, Any]:
+        """7: the shipped taxi example on the real NYC sample, January -> February 2016."""
+        from benchmarks import real_taxi
+
+        return real_taxi.measure(self.work)
 
 
 def _median_steps(measurements: list[Measurement]) -> dict[str, float | None]:
