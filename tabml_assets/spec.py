@@ -224,17 +224,14 @@ class FeaturesSpec(_Strict):
 class TargetSpec(_Strict):
     column: str
     task: Task = "regression"
-    # binary: the label that counts as positive (scores are its probability); default True.
+    # binary: the label that counts as positive (scores are its probability); default True for
+    # boolean labels, else the last label in sorted order. Classes are the labels seen in training.
     positive_class: str | int | bool | None = None
-    # multiclass (optional): the classes in a fixed order; default: the sorted labels seen.
-    classes: list[str | int] | None = None
 
     @model_validator(mode="after")
     def _class_keys_fit_task(self) -> TargetSpec:
-        if self.task == "regression" and (self.positive_class is not None or self.classes):
-            raise ValueError("positive_class and classes apply to binary and multiclass targets, found task 'regression'")
-        if self.task == "binary" and self.classes and len(self.classes) != 2:
-            raise ValueError(f"a binary target has 2 classes, found {self.classes}")
+        if self.task != "binary" and self.positive_class is not None:
+            raise ValueError(f"positive_class applies to binary targets, found task {self.task!r}")
         return self
 
 
