@@ -40,7 +40,7 @@ log = logging.getLogger("tabml.bench")
 # Not resolve(): a benchmarks/ symlinked into another checkout measures that checkout.
 REPO_ROOT = Path(__file__).absolute().parent.parent
 RESULTS_DIR = Path(__file__).absolute().parent / "results"
-SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi")
+SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi", "landing")
 LIBRARIES = ("dagster", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "pyspark", "dagster-pyspark")
 RSS_SAMPLE_SECONDS = 0.05
 
@@ -97,15 +97,16 @@ def run_case(
     env: dict[str, str] | None = None,
     timeout: float = 900,
     profile_file: Path | None = None,
+    module: str = "benchmarks.cases",
 ) -> Measurement:
-    """Run `benchmarks.cases.<name>` in a fresh interpreter; sample its tree's RSS until it exits."""
+    """Run case `name` of `module` in a fresh interpreter; sample its tree's RSS until it exits."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{name}-{time.monotonic_ns()}"
     result_file, log_file = log_dir / f"{stamp}.json", log_dir / f"{stamp}.log"
     env = dict(env or os.environ)
     if profile_file is not None:
         env["TABML_BENCH_PROFILE"] = str(profile_file)
-    command = [sys.executable, "-m", "benchmarks.cases", name, json.dumps(args, default=str), str(result_file)]
+    command = [sys.executable, "-m", module, name, json.dumps(args, default=str), str(result_file)]
     peak = 0
     with open(log_file, "wb") as output:
         start = time.perf_counter()
@@ -450,6 +451,12 @@ class Bench:
         from benchmarks import real_taxi
 
         return real_taxi.measure(self.work)
+
+    def landing(self) -> dict[str, Any]:
+        """8: raw_data for one day with 10 or 1,000 files, or a 10M-row file, in the landing folder."""
+        from benchmarks import landing_cost
+
+        return landing_cost.measure(self)
 
 
 def _median_steps(measurements: list[Measurement]) -> dict[str, float | None]:

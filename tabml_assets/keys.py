@@ -19,6 +19,8 @@ EVALUATION_REPORT = "evaluation_report"
 CHAMPION_MODEL = "champion_model"
 BATCH_PREDICTIONS = "batch_predictions"
 ASSET_NAMES = (RAW_DATA, FEATURES, TRAINED_MODEL, EVALUATION_REPORT, CHAMPION_MODEL, BATCH_PREDICTIONS)
+# Shadow scoring by the challenger, beside the pipeline: never read by consumers of batch_predictions.
+CHALLENGER_PREDICTIONS = "challenger_predictions"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class PipelineKeys:
     @property
     def batch_predictions(self) -> AssetKey:
         return self.asset(BATCH_PREDICTIONS)
+
+    @property
+    def challenger_predictions(self) -> AssetKey:
+        return self.asset(CHALLENGER_PREDICTIONS)
 
     def assets(self, *names: str) -> list[AssetKey]:
         return [self.asset(name) for name in names]

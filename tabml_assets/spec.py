@@ -167,6 +167,34 @@ class DatasetSpec(_Strict):
     rules: list[ColumnComparison] = Field(default_factory=list)
     # The Databricks table the staging/prod source reads (any name `spark.table` resolves).
     table: str | None = None
+    # How landed text files write timestamps that are not ISO 8601 (2026-05-11 08:00): a
+    # strptime format such as "%d/%m/%Y %H:%M", or only whether numeric dates put the day first
+    # (05/11/2026: true -> 5 November, false -> May 11). Without either, such dates are refused.
+    datetime_format: str | None = None
+    day_first: bool | None = None
+    # The text encoding of landed CSV files; default UTF-8 (with or without a byte-order mark).
+    encoding: str | None = None
+
+    @field_validator("datetime_format")
+    @classmethod
+    def _is_a_format(cls, value: str | None) -> str | None:
+        if value is not None and "%" not in value:
+            raise ValueError(f"expected a strptime format such as '%d/%m/%Y %H:%M', found {value!r}")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        import codecs
+
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"expected a Python codec name such as 'latin-1' or 'cp1252', found {value!r}"
+                ) from None
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -199,6 +227,11 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"rules: {unknown} are not columns; the columns are {known}")
         if self.event_time in self.label_columns:
             raise ValueError(f"the event_time {self.event_time!r} cannot be a label column")
+        if self.datetime_format is not None and self.day_first is not None:
+            raise ValueError(
+                f"datetime_format {self.datetime_format!r} already fixes the day and month order; "
+                f"remove day_first ({self.day_first})"
+            )
         return self
 
     def is_nullable(self, column: str) -> bool:
@@ -269,7 +302,33 @@ class ValidationSpec(_Strict):
     run_mode: Literal["disabled", "dry_run", "enabled"] = "enabled"
     # Metric name -> bound; built-in metrics of the task or the steps module's own.
     criteria: dict[str, Threshold] = Field(default_factory=dict)
+    # Never worse by default: the challenger may be at most this many percent worse than the
+    # current champion on the primary metric, both scored on the same test split (0: no worse).
+    # null turns the comparison off. A first model (no champion yet) meets only `criteria`.
+    max_worse_than_champion_pct: float | None = Field(default=0.0, ge=0)
+    # Optional, stricter: the challenger must beat the champion by at least this many percent.
     min_improvement_over_champion_pct: float | None = None
+
+
+class ShadowSpec(_Strict):
+    """Shadow scoring: a challenger scores every day beside the champion before it takes over."""
+
+    # Score each scored day with the challenger too, into `challenger_predictions`.
+    enabled: bool = True
+    # After a promotion, keep scoring the previous champion in shadow for this many days, so a
+    # rollback decision has live evidence (0: no shadow after promotion).
+    days_after_promotion: int = Field(default=0, ge=0)
+    # Promote a challenger that passed the gate only after this many shadow days with labels in
+    # which it was no worse than the champion (null: the gate on the test split decides alone).
+    promote_after_days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _rules_need_shadow(self) -> ShadowSpec:
+        if not self.enabled and (self.promote_after_days or self.days_after_promotion):
+            raise ValueError(
+                "promote_after_days and days_after_promotion need shadow scoring, found enabled: false"
+            )
+        return self
 
 
 class AutomationSpec(_Strict):
@@ -334,6 +393,7 @@ class PipelineSpec(_Strict):
     estimator: EstimatorSpec
     primary_metric: str | None = None
     validation: ValidationSpec = ValidationSpec()
+    shadow: ShadowSpec = ShadowSpec()
     automation: AutomationSpec = AutomationSpec()
     data_quality: DataQualitySpec = DataQualitySpec()
     retries: RetrySpec = RetrySpec()

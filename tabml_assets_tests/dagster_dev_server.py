@@ -19,6 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_INSTANCE_YAML = REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml"
+
+
+def write_instance_yaml(dagster_home: Path, **overrides: dict) -> Path:
+    """$DAGSTER_HOME/dagster.yaml: the dev instance, with top-level sections updated by `overrides`
+    (e.g. `run_monitoring={"poll_interval_seconds": 2}` keeps a test's timeouts short)."""
+    import yaml
+
+    config = yaml.safe_load(DEV_INSTANCE_YAML.read_text())
+    for section, values in overrides.items():
+        config[section] = {**config.get(section, {}), **values}
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    path = dagster_home / "dagster.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def free_port() -> int:
@@ -62,7 +77,7 @@ def dagster_dev(
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = dagster_home / "dagster.yaml"
     if not instance_yaml.exists():
-        instance_yaml.write_text((REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml").read_text())
+        instance_yaml.write_text(DEV_INSTANCE_YAML.read_text())
     port = free_port()
     env = {
         **os.environ,
@@ -117,6 +132,18 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def kill_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """`kill -9` of the whole group, as a crash or the OOM killer would: nothing gets to clean up."""
+    pgid = process.pid
+    if _group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+    process.wait(timeout=timeout)
+    # The children are reaped by whoever inherits them; wait until they are (zombies count).
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:

@@ -136,6 +136,7 @@ class RecordedRequest:
 class EmulatedRun:
     run_id: int
     job_id: int
+    task_run_id: int  # the run of its one task, whose output `get-output` serves
     run_name: str
     task: dict[str, Any]
     cluster_id: str
@@ -423,10 +424,11 @@ class DatabricksWorkspaceEmulator:
             raise EmulatorApiError(400, "INVALID_PARAMETER_VALUE", "One of new_cluster or existing_cluster_id must be given.")
         python_task = task["spark_python_task"]
         self.local_path(_required(python_task, "python_file"))
-        run_id, job_id = next(self._ids), next(self._ids)
+        run_id, job_id, task_run_id = next(self._ids), next(self._ids), next(self._ids)
         run = EmulatedRun(
             run_id=run_id,
             job_id=job_id,
+            task_run_id=task_run_id,
             run_name=body.get("run_name", "Untitled"),
             task=task,
             cluster_id=task.get("existing_cluster_id") or f"0101-000000-emu{run_id}",
@@ -459,7 +461,7 @@ class DatabricksWorkspaceEmulator:
             "run_type": "SUBMIT_RUN",
             "cluster_instance": cluster_instance,
             "tasks": [{
-                "run_id": run.run_id + 1,
+                "run_id": run.task_run_id,
                 "task_key": run.task.get("task_key", "task"),
                 "state": run.state(),
                 "cluster_instance": cluster_instance,
@@ -472,7 +474,11 @@ class DatabricksWorkspaceEmulator:
         return answer
 
     def _runs_get_output(self, *, query: dict[str, str], **_: Any) -> dict[str, Any]:
-        run = self._run_or_error(_required(query, "run_id"))
+        # Databricks serves a task's output under the task's run id; the parent run's id is
+        # accepted too (a legacy single-task run), which older callers use.
+        asked = str(_required(query, "run_id"))
+        by_task = {str(r.task_run_id): r for r in self.runs.values()}
+        run = by_task[asked] if asked in by_task else self._run_or_error(asked)
         answer: dict[str, Any] = {"metadata": self._runs_get(query={"run_id": str(run.run_id)})}
         if run.error:
             answer["error"] = run.error

@@ -46,6 +46,7 @@ from mlflow.tracking import MlflowClient
 
 from tabml_assets.automation.landing import landing_run_key, scan_landing_folder
 from tabml_assets.definitions import build_definitions
+from tabml_assets.resources.data_sources import LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION
 from tabml_assets.resources.notifier import (
     LogNotifier,
@@ -286,12 +287,16 @@ def test_run_key_depends_on_content_only() -> None:
 
 
 def test_scan_reads_only_changed_files(test_spec: LoadedSpec, tmp_path: Path) -> None:
-    dataset = test_spec.pipeline.dataset
+    source = LandingFolderSource(dataset_spec=test_spec.pipeline.dataset.model_dump_json(), folder=str(tmp_path))
     path = land(test_spec, "trips.parquet", DAYS[:1], folder=tmp_path)
-    first = scan_landing_folder([path], {}, dataset)
+    first = scan_landing_folder([path], {}, source)
     assert first.changed == {"trips.parquet": first.files["trips.parquet"].sha256}
+    assert list(first.examined) == ["trips.parquet"]
     os.utime(path, (0, 0))  # touching a file is not a change
-    assert scan_landing_folder([path], first.files, dataset).changed == {}
+    touched = scan_landing_folder([path], first.files, source)
+    assert touched.changed == {} and touched.examined == {}
+    # Unchanged since: not even hashed again, so a quiet folder costs one stat per file.
+    assert scan_landing_folder([path], touched.files, source).files == touched.files
 
 
 def test_demo_and_databricks_sources_have_no_landing_sensor(test_defs: Definitions) -> None:

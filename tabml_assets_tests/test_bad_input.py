@@ -158,7 +158,6 @@ def too_many_bad_rows(folder: Path, good: pd.DataFrame) -> None:
 @pytest.mark.parametrize(
     ("land_bad_file", "expected"),
     [
-        (corrupt_parquet, ["corrupt.parquet", "cannot be read as parquet"]),
         (wrong_dtypes, ["wrong_dtypes.csv", "column 'trip_distance' expected float, found object", "two miles"]),
         (all_null_feature, ["null_distance.parquet", "column 'trip_distance' is empty in all 10 rows",
                             "expected float values"]),
@@ -166,7 +165,7 @@ def too_many_bad_rows(folder: Path, good: pd.DataFrame) -> None:
         (too_many_bad_rows, ["100 of 140 rows (71%) failed validation", "max_quarantine_fraction 0.5",
                              "negative_everywhere.parquet row 0: trip_distance outside (0, 400)"]),
     ],
-    ids=["corrupt_parquet", "wrong_dtypes", "all_null_feature", "csv_missing_column", "mostly_bad_rows"],
+    ids=["wrong_dtypes", "all_null_feature", "csv_missing_column", "mostly_bad_rows"],
 )
 def test_unusable_input_fails_at_once_and_keeps_the_stored_partition(
     landing: Landing, land_bad_file: Callable[[Path, pd.DataFrame], None], expected: list[str]
@@ -182,6 +181,28 @@ def test_unusable_input_fails_at_once_and_keeps_the_stored_partition(
     assert retries_of(result) == 0
     pd.testing.assert_frame_equal(landing.stored(), landing.good)
     pd.testing.assert_frame_equal(landing.quarantine(), quarantine_before)
+    # The bad file holds rows for DAY only: it never fails a day it does not feed.
+    other_day = (DAY + dt.timedelta(days=2)).isoformat()
+    generate_demo_trips(DAY + dt.timedelta(days=2), 6).to_parquet(landing.folder / "other_day.parquet", index=False)
+    assert landing.materialize(other_day).success
+    assert len(landing.stored(other_day)) == 6
+
+
+def test_a_file_that_cannot_be_read_at_all_is_set_aside_and_named(landing: Landing) -> None:
+    """A corrupt parquet file holds rows for no day anyone can tell: it is set aside with its
+    reason, named on every day's materialization, and fails none of them."""
+    corrupt_parquet(landing.folder, landing.good)
+    extra = generate_demo_trips(DAY, 5).assign(fare_amount=lambda f: f["fare_amount"] + 0.001)
+    extra.to_parquet(landing.folder / "more.parquet", index=False)
+    result = landing.materialize()
+    assert result.success
+    metadata = materialization_metadata(result)
+    reason = metadata["set_aside_files"]["corrupt.parquet"]
+    assert "corrupt.parquet: cannot be read as parquet" in reason, reason
+    assert metadata["landed_files"] == ["good.parquet", "more.parquet"]
+    assert retries_of(result) == 0
+    stored = landing.stored()
+    assert len(stored) == ROWS + 5 and len(stored.merge(landing.good, how="inner")) == ROWS
 
 
 # Unlabelled rows are not bad: the label (fare_amount) is nullable and may be absent. ------------
@@ -258,10 +279,9 @@ def same_file_landed_twice(folder: Path, good: pd.DataFrame) -> int:
         # Its fare is cut off too, but a missing label is no reason: the missing distance is.
         (truncated_csv, "null trip_distance"),
         (negative_distances, "trip_distance outside (0, 400)"),
-        (future_timestamps, "tpep_pickup_datetime in the future"),
         (same_file_landed_twice, "duplicate row"),
     ],
-    ids=["truncated_csv", "negative_distances", "future_timestamps", "duplicate_rows"],
+    ids=["truncated_csv", "negative_distances", "duplicate_rows"],
 )
 def test_bad_rows_are_quarantined_with_a_reason_and_good_rows_kept(
     landing: Landing, land_bad_rows: Callable[[Path, pd.DataFrame], int], reason: str
@@ -283,6 +303,35 @@ def test_bad_rows_are_quarantined_with_a_reason_and_good_rows_kept(
     assert len(stored.merge(landing.good, how="inner")) == ROWS
     assert not stored.duplicated().any()
     assert (stored["trip_distance"] > 0).all() and (stored[PICKUP].dt.date == DAY).all()
+
+
+def test_rows_for_days_not_closed_wait_for_their_day_and_are_accounted_for(landing: Landing) -> None:
+    """Pickups in the future belong to a day that has not closed: no partition holds them yet,
+    so they are neither stored nor quarantined in DAY, but counted per file as out of range."""
+    future_timestamps(landing.folder, landing.good)
+    result = landing.materialize()
+    assert result.success
+    assert landing.quarantine().empty
+    stored = landing.stored()
+    assert len(stored) == ROWS + 8 and (stored[PICKUP].dt.date == DAY).all()
+    rows = materialization_metadata(result)["rows_per_file"]["future.parquet"]
+    assert rows == {
+        "delivered": 10, "stored": 8, "quarantined": 0, "in_other_partitions": 0,
+        "before_first_partition": 0, "for_days_not_closed": 2,
+    }
+    assert materialization_metadata(result)["out_of_range_rows"] == 2
+
+
+def test_a_dropoff_in_the_future_is_quarantined(landing: Landing) -> None:
+    extra = generate_demo_trips(DAY, 10).assign(fare_amount=lambda f: f["fare_amount"] + 0.001)
+    extra.loc[:1, DROPOFF] = pd.Timestamp("2099-01-01 10:30")
+    extra.to_parquet(landing.folder / "future_dropoff.parquet", index=False)
+    result = landing.materialize()
+    assert result.success
+    quarantine = landing.quarantine()
+    assert len(quarantine) == 2
+    assert all("tpep_dropoff_datetime in the future" in r for r in quarantine[REASON_COLUMN])
+    assert materialization_metadata(result)["rows_per_file"]["future_dropoff.parquet"]["quarantined"] == 2
 
 
 # Cases that are not errors, but must not go unnoticed. ------------------------------------------

@@ -31,22 +31,37 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
+    Failure,
     JobDefinition,
+    RetryPolicy,
+    RetryRequested,
     build_init_resource_context,
+    build_resources,
     define_asset_job,
     execute_job,
     in_process_executor,
     reconstructable,
+    resource,
 )
+from dagster._core.definitions.dependency import NodeHandle
+from dagster._core.errors import DagsterResourceFunctionError
 from dagster._core.system_config.objects import ResolvedRunConfig
+from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
 from databricks.sdk.errors import DatabricksError
 
 from tabml_assets.definitions import build_definitions, load_definitions
 from tabml_assets.keys import ASSET_NAMES, PipelineKeys
 from tabml_assets.ml.schema import raw_columns, raw_schema, unvalidated_schema
 from tabml_assets.resources.data_sources import READ_PROBLEMS_COLUMN, as_unvalidated_rows
-from tabml_assets.resources.databricks import AUTH_ENV_VARS, step_launcher_config
+from tabml_assets.resources.databricks import (
+    AUTH_ENV_VARS,
+    DatabricksConfigError,
+    credential_problems,
+    remote_start_failure,
+    step_launcher_config,
+)
 from tabml_assets.resources.databricks_table import DatabricksTableSource, MissingColumnsError
+from tabml_assets.resources.retries import is_transient_error_info
 from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.databricks_emulator import DatabricksWorkspaceEmulator, running_emulator
@@ -415,3 +430,137 @@ def test_table_source_names_the_table_and_missing_columns(local_spark: Any) -> N
     rows = as_unvalidated_rows(got, DATASET, source.describe())
     assert rows["fare_amount"].isna().all() and (rows[READ_PROBLEMS_COLUMN] == "").all()
     assert sorted(rows["trip_distance"].tolist()) == sorted(unlabelled["trip_distance"].tolist())
+
+
+# --- remote steps that cannot start -------------------------------------------------------------
+
+# What the cluster gets wrong, and what the step's failure must say about it.
+REMOTE_START_FAULTS = {
+    "empty token": ("databricks-token", "", ["DATABRICKS_TOKEN is empty", "secret `databricks-token` of scope `tabml-staging`"]),
+    "empty host": ("databricks-host", "", ["DATABRICKS_HOST is empty", "secret `databricks-host` of scope `tabml-staging`"]),
+    "host without a scheme": ("databricks-host", "dbc-1234.cloud.databricks.com", ["DATABRICKS_HOST: expected a workspace URL"]),
+}
+
+
+def step_event_types(instance: DagsterInstance, run_id: str, step_key: str) -> list[DagsterEventType]:
+    return [
+        record.event_log_entry.dagster_event_type
+        for record in instance.get_records_for_run(run_id).records
+        if record.event_log_entry.step_key == step_key and record.event_log_entry.dagster_event_type is not None
+    ]
+
+
+def run_failure_message(instance: DagsterInstance, run_id: str) -> str:
+    (failure,) = step_events(instance, run_id, DagsterEventType.RUN_FAILURE)
+    return failure.message or ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", sorted(REMOTE_START_FAULTS))
+def test_a_remote_step_that_cannot_build_its_resources_fails_once_naming_the_cause(
+    fault: str, staging: Staging, instance: DagsterInstance
+) -> None:
+    key, value, expected = REMOTE_START_FAULTS[fault]
+    staging.emulator.secret_scopes["tabml-staging"][key] = value
+    # Staging's own job: the multiprocess executor and the spec's RetryPolicy on raw_data.
+    job = staging_job()
+    raw_step = f"{PROJECT}__raw_data"
+    policy = job.get_retry_policy_for_handle(NodeHandle(raw_step, None))
+    assert job.executor_def.name == "multiprocess" and policy is not None and policy.max_retries >= 1
+
+    result = execute_job(
+        reconstructable(staging_job), instance=instance,
+        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data],
+    )
+    assert not result.success
+    # One Databricks run, whose driver reported the resource failure; one step failure, no retry.
+    (remote,) = staging.emulator.runs.values()
+    assert remote.result_state == "FAILED"
+    (init_failure,) = step_events(instance, result.run_id, DagsterEventType.RESOURCE_INIT_FAILURE)
+    assert init_failure.pid == remote.report["pid"]  # type: ignore[index]
+    events = step_event_types(instance, result.run_id, raw_step)
+    assert events.count(DagsterEventType.STEP_FAILURE) == 1
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in events
+    text = failure_text(instance, result.run_id)
+    assert f"Databricks run {remote.run_id}" in text and "could not build its resources" in text
+    for part in expected:
+        assert part in text, text
+    assert TOKEN not in text
+    # The executor saw a step failure, not a crash of its own.
+    assert run_failure_message(instance, result.run_id).endswith(f"Steps failed: ['{raw_step}'].")
+
+
+@pytest.mark.slow
+def test_a_secret_missing_from_the_scope_fails_the_step_with_the_task_error(
+    staging: Staging, instance: DagsterInstance
+) -> None:
+    del staging.emulator.secret_scopes["tabml-staging"]["databricks-token"]
+    result = execute_job(
+        reconstructable(staging_job), instance=instance,
+        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data],
+    )
+    assert not result.success
+    (remote,) = staging.emulator.runs.values()
+    text = failure_text(instance, result.run_id)
+    # Databricks' own words ("see run output") and the task's error from the run output.
+    assert "failed with result state" in text
+    assert "Secret does not exist with scope: tabml-staging and key: databricks-token" in text
+    assert step_event_types(instance, result.run_id, f"{PROJECT}__raw_data").count(DagsterEventType.STEP_FAILURE) == 1
+    assert remote.result_state == "FAILED"
+
+
+def test_credential_problems_name_the_variable_and_its_secret_never_the_value() -> None:
+    secrets = [
+        {"name": "DATABRICKS_HOST", "key": "databricks-host", "scope": "tabml-staging"},
+        {"name": "DATABRICKS_TOKEN", "key": "databricks-token", "scope": "tabml-staging"},
+    ]
+    ok = {"databricks_host": "https://dbc-1.cloud.databricks.com", "databricks_token": "dapi-x", "secrets_to_env_variables": secrets}
+    assert credential_problems(ok, {}) == []
+    (empty,) = credential_problems({**ok, "databricks_token": " "}, {})
+    assert empty.startswith("DATABRICKS_TOKEN is empty") and "secret `databricks-token` of scope `tabml-staging`" in empty
+    (bad_host,) = credential_problems({**ok, "databricks_host": "dapi-secret-in-the-wrong-place"}, {})
+    assert "DATABRICKS_HOST: expected a workspace URL" in bad_host and "dapi-secret" not in bad_host
+    # oauth_m2m: no token in config; databricks-sdk reads the service principal from the environment.
+    oauth = {"databricks_host": ok["databricks_host"], "secrets_to_env_variables": []}
+    assert credential_problems(oauth, {"DATABRICKS_CLIENT_ID": "sp", "DATABRICKS_CLIENT_SECRET": "s"}) == []
+    (missing,) = credential_problems(oauth, {"DATABRICKS_CLIENT_ID": "sp"})
+    assert missing.startswith("DATABRICKS_CLIENT_SECRET is empty or unset")
+    assert "databricks.secrets" in missing
+
+
+def recorded_error(exc: BaseException) -> SerializableErrorInfo:
+    try:
+        raise exc
+    except BaseException:
+        return serializable_error_info_from_exc_info(sys.exc_info())
+
+
+def test_remote_start_failures_fail_at_once_unless_transient() -> None:
+    policy = RetryPolicy(max_retries=3, delay=2)
+
+    @resource
+    def empty_token(_: Any) -> None:
+        raise DatabricksConfigError("step_launcher: DATABRICKS_TOKEN is empty")
+
+    # The error a resource that fails to build records, as the cluster's event carries it.
+    with pytest.raises(DagsterResourceFunctionError) as raised:
+        with build_resources({"step_launcher": empty_token}):
+            pass
+    permanent = recorded_error(raised.value)
+    assert not is_transient_error_info(permanent)
+    failure = remote_start_failure("nyc_taxi__raw_data", 1005, permanent, [], policy, previous_attempts=0)
+    assert isinstance(failure, Failure) and not failure.allow_retries
+    assert failure.description is not None
+    assert failure.description.startswith("nyc_taxi__raw_data: the remote step (Databricks run 1005) could not build")
+    assert (
+        "DagsterResourceFunctionError: Error executing resource_fn on ResourceDefinition step_launcher; "
+        "caused by DatabricksConfigError: step_launcher: DATABRICKS_TOKEN is empty"
+    ) in failure.description
+
+    transient = recorded_error(ConnectionRefusedError("[Errno 111] Connection refused"))
+    assert is_transient_error_info(transient)
+    retry = remote_start_failure("nyc_taxi__raw_data", 1005, transient, [], policy, previous_attempts=1)
+    assert isinstance(retry, RetryRequested)
+    assert retry.max_retries == 3 and retry.seconds_to_wait == policy.calculate_delay(2)
+    # Without retries left in the policy, a transient cause fails like any other.
+    assert isinstance(remote_start_failure("k", 1, transient, [], RetryPolicy(max_retries=0), 0), Failure)

@@ -156,8 +156,12 @@ def test_metrics_on_known_values() -> None:
 def test_gate_names_metric_value_and_threshold() -> None:
     validation = ValidationSpec(criteria={"rmse": Threshold(max=2.0), "r2": Threshold(min=0.9)}, min_improvement_over_champion_pct=10)
     results = evaluate_gate(validation, "rmse", {"rmse": 3.0, "r2": 0.95, "mae": 1, "mape": 1}, {"rmse": 3.2, "r2": 0.9, "mae": 1, "mape": 1})
-    assert [r.check_name for r in results] == gate_check_names(validation) == ["rmse_max", "r2_min", "beats_champion"]
+    assert [r.check_name for r in results] == gate_check_names(validation) == [
+        "rmse_max", "r2_min", "no_worse_than_champion", "beats_champion",
+    ]
     by_name = {r.check_name: r for r in results}
+    # The default comparison: 3.0 is no worse than the champion's 3.2.
+    assert by_name["no_worse_than_champion"].passed and by_name["no_worse_than_champion"].threshold == pytest.approx(3.2)
     assert not by_name["rmse_max"].passed and by_name["rmse_max"].description == "FAILED: rmse = 3, required <= 2"
     assert by_name["r2_min"].passed
     # 3.0 is better than 3.2 but not by 10 % (needs <= 2.88).

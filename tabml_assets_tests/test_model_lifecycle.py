@@ -113,7 +113,8 @@ def test_disabled_gate_has_no_checks(conf_dir: Path, project_dir: Path, tabml_ho
         defs = build_definitions(load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home))
         return {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.name.startswith("gate_")}
 
-    assert gate_checks() == {"gate_rmse_max", "gate_r2_min"}
+    # The comparison with the champion is part of the default gate.
+    assert gate_checks() == {"gate_rmse_max", "gate_r2_min", "gate_no_worse_than_champion"}
     edit_pipeline(project_dir, lambda d: d["validation"].update({"run_mode": "disabled"}))
     assert gate_checks() == set()
 

@@ -207,8 +207,9 @@ def test_evaluation_report_materializes_the_step_card(
 ) -> None:
     keys = test_spec.keys
     plan = seed_demo(test_defs, test_spec, instance, TODAY)
-    key = plan.scoring_day.isoformat()
-    # A second training, on the latest window, meets a champion: every row and delta shows.
+    key = plan.training_day.isoformat()
+    # A second training meets a champion: every row and delta shows. On the champion's own
+    # window it ties the champion, so it passes the never-worse gate whatever day TODAY is.
     run_selection(test_defs, instance, [keys.trained_model, keys.evaluation_report], partition_key=key)
     metadata = metadata_of(instance, keys.evaluation_report, key)
 

@@ -2,7 +2,7 @@
 
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import mlflow
@@ -20,18 +20,29 @@ from dagster import (
     asset,
 )
 
+from tabml_assets.assets.champion_history import history_metadata, record_champion_change
 from tabml_assets.assets.common import OWNERS, daily_partitions
+from tabml_assets.assets.shadow import shadow_evidence
 from tabml_assets.assets.training import run_tags, training_window_input, window_of
 from tabml_assets.ml import report
 from tabml_assets.ml.challenger import ModelUnderTest, evaluate_challenger
 from tabml_assets.ml.evaluation import gate_check_names
+from tabml_assets.ml.lifecycle import (
+    PREVIOUS_CHAMPION,
+    PROMOTED_AT,
+    PROMOTION,
+    PROMOTION_GATE,
+    ChampionChange,
+    now_iso,
+)
+from tabml_assets.ml.shadow import shadow_promotion_verdict
 from tabml_assets.ml.training import labelled_rows, split_chronologically
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.storage import atomic_write_bytes, safe_segment
 from tabml_assets.spec import LoadedSpec
 
-EVALUATION_CODE_VERSION = "3"
+EVALUATION_CODE_VERSION = "4"
 REPORT_ARTIFACT = "evaluation_report.html"
 
 
@@ -42,6 +53,78 @@ def finite(metrics: dict[str, float]) -> dict[str, float]:
 
 def ratio(value: float, base: float) -> float:
     return value / base if base else float("nan")
+
+
+def gate_verdict(evaluation_report: dict[str, Any]) -> str:
+    """The gate's verdict on the evaluated challenger, in one line for tags and the history."""
+    mode = evaluation_report["run_mode"]
+    checks = [g["check_name"] for g in evaluation_report["gate"]]
+    failed = [g["check_name"] for g in evaluation_report["gate"] if not g["passed"]]
+    if mode == "disabled":
+        return "not gated (validation.run_mode: disabled)"
+    if failed:
+        return f"failed {', '.join(failed)} ({mode}: promoted anyway)" if mode == "dry_run" else f"failed {', '.join(failed)}"
+    return f"passed {', '.join(checks)}" if checks else "passed (no criteria)"
+
+
+def window_of_version(evaluation_report: dict[str, Any]) -> str:
+    window = evaluation_report.get("training_window")
+    return f"{window[0]} .. {window[1]}" if window else "unknown"
+
+
+def champion_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """What champion_model shows: the champion after the step and how the decision went."""
+    return {
+        "model_name": record["name"],
+        "model_version": record["version"] or "none",
+        "challenger_version": record["challenger_version"],
+        "promoted": record["promoted"],
+        "previous_champion_version": record["previous_version"] or "none",
+        "mlflow_run_id": record["run_id"] or "none",
+        "gate_verdict": record["gate"],
+        "gate_warnings": MetadataValue.json(record["gate_warnings"]),
+        **({"shadow_rule": record["shadow_rule"]} if record["shadow_rule"] else {}),
+    }
+
+
+def launched_by(tags: Mapping[str, str]) -> str:
+    """Who started the run: a user (where Dagster knows one), a schedule, a sensor, or a click."""
+    for tag, what in (("dagster/user", "user"), ("dagster/schedule_name", "schedule"), ("dagster/sensor_name", "sensor")):
+        if tags.get(tag):
+            return f"{what} {tags[tag]}"
+    return "manual run"
+
+
+def promote(
+    context: AssetExecutionContext,
+    registry: ModelRegistry,
+    challenger: dict[str, Any],
+    previous: str | None,
+    gate: str,
+    training_window: str,
+) -> None:
+    """Move @champion, tag both versions and write the audit record."""
+    at = now_iso()
+
+    def apply() -> None:
+        registry.set_alias(CHAMPION, challenger["version"])
+        registry.set_version_tags(
+            challenger["version"],
+            {PROMOTED_AT: at, PROMOTION_GATE: gate, **({PREVIOUS_CHAMPION: previous} if previous else {})},
+        )
+
+    change = ChampionChange(
+        action=PROMOTION,
+        version=challenger["version"],
+        previous_version=previous,
+        at=at,
+        reason=f"passed the gate at {context.partition_key}",
+        requested_by=launched_by(context.run.tags),
+        gate=gate,
+        training_window=training_window,
+        dagster_run_id=context.run_id,
+    )
+    record_champion_change(registry, change, context.asset_key.path[0], context.asset_key.to_user_string(), apply)
 
 
 def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
@@ -127,6 +210,7 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
             "run_mode": validation.run_mode,
             "gate": [g.as_dict() for g in gate],
             "gate_passed": gate_passed,
+            "training_window": list(window),
         }
         report_path = report_folder / f"{safe_segment(context.partition_key, 'partition key')}.html"
         atomic_write_bytes(report_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
@@ -168,7 +252,7 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         group_name=keys.group("training"),
         kinds={"mlflow"},
         owners=OWNERS,
-        code_version="1",
+        code_version="2",
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         ins={"evaluation_report": AssetIn(key=keys.evaluation_report)},
@@ -178,7 +262,7 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
     def champion_model(
         context: AssetExecutionContext, evaluation_report: dict[str, Any]
     ) -> Output[dict[str, Any]]:
-        """Moves the registry's `champion` alias to the evaluated challenger when the gate passed."""
+        """Moves the registry's `champion` alias to the evaluated challenger when the gate (and the shadow rule, if set) allows."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         challenger = evaluation_report["challenger"]
         failed = [g["description"] for g in evaluation_report["gate"] if not g["passed"]]
@@ -192,24 +276,36 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
                 allow_retries=False,
             )
         previous = model_registry.version_for_alias(CHAMPION)
-        model_registry.set_alias(CHAMPION, challenger["version"])
+        version, previous_version = challenger["version"], previous.version if previous else None
+        gate = gate_verdict(evaluation_report)
+        shadow_rule = None
+        waits = spec.pipeline.shadow.promote_after_days
+        if gated and waits and previous_version not in (None, version):
+            assert previous_version is not None
+            evidence = shadow_evidence(context.instance, keys.challenger_predictions, version, previous_version)
+            shadow_rule = shadow_promotion_verdict(evidence, waits)
+        # dry_run reports the shadow rule as it reports the gate, and promotes.
+        promoted = shadow_rule is None or shadow_rule.allowed or not blocking
+        if promoted and previous_version != version:
+            promote(context, model_registry, challenger, previous_version, gate, window_of_version(evaluation_report))
+        elif not promoted and shadow_rule is not None:
+            # The challenger stays @challenger and is scored in shadow each day;
+            # materializing this partition again promotes it once the evidence is there.
+            context.log.info(f"champion_model: v{version} not promoted yet: {shadow_rule.description}")
+        champion_version = version if promoted else previous_version
         record = {
             "name": challenger["name"],
-            "version": challenger["version"],
-            "run_id": challenger["run_id"],
-            "previous_version": previous.version if previous else None,
+            # The champion after this step: the challenger, or the one it did not replace yet.
+            "version": champion_version,
+            "run_id": challenger["run_id"] if promoted else (previous.run_id if previous else None),
+            "challenger_version": version,
+            "previous_version": previous_version,
+            "promoted": promoted,
             "run_mode": evaluation_report["run_mode"],
+            "gate": gate,
             "gate_warnings": failed,
+            "shadow_rule": shadow_rule.description if shadow_rule else None,
         }
-        return Output(
-            record,
-            metadata={
-                "model_name": challenger["name"],
-                "model_version": challenger["version"],
-                "previous_champion_version": previous.version if previous else "none",
-                "mlflow_run_id": challenger["run_id"],
-                "gate_warnings": MetadataValue.json(failed),
-            },
-        )
+        return Output(record, metadata={**champion_metadata(record), **history_metadata(model_registry)})
 
     return [evaluation_report, champion_model]

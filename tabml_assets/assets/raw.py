@@ -7,8 +7,12 @@ all fails the step before anything is written, so the stored partition stays as 
 """
 
 
+import dataclasses
 import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -97,10 +101,88 @@ def refuse_to_store(
     return None
 
 
+def blocking_refusal(key: str, landed: LandedDay) -> str | None:
+    """Why a day must wait for files that hold rows for it but cannot be used, or None."""
+    if not landed.blocking_files:
+        return None
+    reasons = "; ".join(landed.blocking_files.values())
+    return (
+        f"raw_data {key}: {len(landed.blocking_files)} landing file(s) hold rows for this day but "
+        f"cannot be used, so the day waits for them: {reasons}. Fix or remove "
+        f"{', '.join(landed.blocking_files)}; the landing sensor then runs {key} again"
+    )
+
+
+@dataclass(frozen=True)
+class FileRows:
+    """Where one landed file's rows went: delivered = stored + quarantined + in other partitions
+    + before the first partition + for days not closed yet (the last two: out of range)."""
+
+    delivered: int
+    stored: int
+    quarantined: int
+    in_other_partitions: int = 0
+    before_first_partition: int = 0
+    for_days_not_closed: int = 0
+
+    @property
+    def out_of_range(self) -> int:
+        return self.before_first_partition + self.for_days_not_closed
+
+
+def account_rows(
+    landed: dict[str, LandedDay], checked: dict[str, ValidatedRows], first_day: str, today: str
+) -> dict[str, FileRows]:
+    """Every delivered row of every file this run read, accounted for (file -> FileRows)."""
+    routed: Counter[str] = Counter()
+    quarantined: Counter[str] = Counter()
+    facts = {}
+    for key, day in landed.items():
+        routed.update(day.rows[SOURCE_FILE_COLUMN].astype(str))
+        quarantined.update(checked[key].quarantined[SOURCE_FILE_COLUMN].astype(str))
+        facts.update(day.file_facts)
+    accounts = {}
+    for name in sorted(routed):
+        stored = routed[name] - quarantined[name]
+        if name not in facts:
+            # A frame source (demo rows, a loader, a table) delivers exactly the run's days.
+            accounts[name] = FileRows(routed[name], stored, quarantined[name])
+            continue
+        per_day = facts[name].rows_per_day()
+        other_days = [d for d in per_day if first_day <= d < today and d not in landed]
+        accounts[name] = FileRows(
+            delivered=facts[name].rows,
+            stored=stored,
+            quarantined=quarantined[name],
+            in_other_partitions=sum(per_day[d] for d in other_days),
+            before_first_partition=sum(n for d, n in per_day.items() if d < first_day),
+            for_days_not_closed=sum(n for d, n in per_day.items() if d >= today),
+        )
+    return accounts
+
+
 def stored_row_count(path: Path) -> int | None:
     if not path.exists():
         return None
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def landing_metadata(landed: dict[str, LandedDay], accounts: dict[str, FileRows]) -> dict[str, Any]:
+    """Which files fed the run, each file's rows accounted for, and the files set aside or ignored."""
+    days = list(landed.values())
+    return {
+        "landed_files": MetadataValue.json(sorted({f for day in days for f in day.files})),
+        "rows_per_file": MetadataValue.json({f: dataclasses.asdict(rows) for f, rows in accounts.items()}),
+        "out_of_range_rows": MetadataValue.int(sum(rows.out_of_range for rows in accounts.values())),
+        "ignored_columns": MetadataValue.json({f: c for day in days for f, c in day.ignored_columns.items()}),
+        "empty_files": MetadataValue.json(sorted({f for day in days for f in day.empty_files})),
+        "set_aside_files": MetadataValue.json({f: r for day in days for f, r in day.set_aside_files.items()}),
+        "unsupported_files": MetadataValue.json(sorted({f for day in days for f in day.unsupported_files})),
+        # The index says which files touch the run's days; only those (and files it did not
+        # know yet) are opened.
+        "files_read": MetadataValue.json(sorted({f for day in days for f in day.files_read})),
+        "files_in_folder": MetadataValue.int(max((day.files_in_folder for day in days), default=0)),
+    }
 
 
 def land(source: DataSource, days: list[dt.date], now: dt.datetime) -> dict[dt.date, LandedDay]:
@@ -117,6 +199,7 @@ def land(source: DataSource, days: list[dt.date], now: dt.datetime) -> dict[dt.d
 def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
     quality = spec.pipeline.data_quality
     dataset = spec.pipeline.dataset
+    first_day = spec.pipeline.partitions.start_date.isoformat()
     keys = spec.keys
 
     @asset(
@@ -137,14 +220,16 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
         store: PartitionedParquetIOManager = context.resources.io_manager
         now = dt.datetime.now(dt.UTC)
         partitions = partition_keys(context)
-        landed = land(source, [partition_day(k) for k in partitions], now)
+        landed_days = land(source, [partition_day(k) for k in partitions], now)
+        landed = {key: landed_days[partition_day(key)] for key in partitions}
         checked: dict[str, ValidatedRows] = {}
         refusals: list[str] = []
-        for key in partitions:
-            day_rows = landed[partition_day(key)]
+        for key, day_rows in landed.items():
             checked[key] = validate_landed_day(day_rows, dataset, partition_day(key), now)
             stored = stored_row_count(store.partition_path(keys.raw_data, key))
-            refusal = refuse_to_store(key, checked[key], len(day_rows.rows), stored, quality)
+            refusal = blocking_refusal(key, day_rows) or refuse_to_store(
+                key, checked[key], len(day_rows.rows), stored, quality
+            )
             if refusal:
                 refusals.append(refusal)
         if refusals:
@@ -160,9 +245,8 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
         quarantined = {key: len(result.quarantined) for key, result in checked.items()}
         all_quarantined = pd.concat([r.quarantined for r in checked.values()], ignore_index=True)
         metadata = table_metadata(frames, dataset.event_time)
-        files = sorted({f for day in landed.values() for f in day.files})
-        ignored = {f: c for day in landed.values() for f, c in day.ignored_columns.items()}
-        empty_files = sorted({f for day in landed.values() for f in day.empty_files})
+        accounts = account_rows(landed, checked, first_day, now.date().isoformat())
+        metadata.update(landing_metadata(landed, accounts))
         metadata.update(
             {
                 "source": MetadataValue.text(source.describe()),
@@ -170,9 +254,6 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
                 "quarantined_rows": MetadataValue.int(sum(quarantined.values())),
                 "quarantine_reasons": MetadataValue.json(count_reasons(all_quarantined)),
                 "quarantine_path": MetadataValue.path(str(store.partition_path(keys.quarantine, partitions[0]))),
-                "landed_files": MetadataValue.json(files),
-                "ignored_columns": MetadataValue.json(ignored),
-                "empty_files": MetadataValue.json(empty_files),
             }
         )
         if len(partitions) > 1:

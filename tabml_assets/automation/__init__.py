@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dagster import (
     AssetChecksDefinition,
     AssetsDefinition,
+    JobDefinition,
     ScheduleDefinition,
     SensorDefinition,
 )
@@ -18,6 +19,11 @@ from tabml_assets.automation.freshness import (
     with_freshness_policies,
 )
 from tabml_assets.automation.jobs import build_jobs
+from tabml_assets.automation.lineage import (
+    build_scoring_lineage_sensor,
+    build_shadow_promotion_sensor,
+)
+from tabml_assets.automation.rollback import build_rollback_job
 from tabml_assets.automation.schedules import build_schedules
 from tabml_assets.automation.sensors import build_run_failure_sensor, build_sensors
 from tabml_assets.spec import LoadedSpec, Profile
@@ -31,7 +37,7 @@ class Automation:
 
     assets: list[AssetsDefinition]
     asset_checks: list[AssetChecksDefinition]
-    jobs: list[UnresolvedAssetJobDefinition]
+    jobs: list[UnresolvedAssetJobDefinition | JobDefinition]
     schedules: list[ScheduleDefinition]
     sensors: list[SensorDefinition]
 
@@ -40,10 +46,17 @@ def build_automation(spec: LoadedSpec, assets: list[AssetsDefinition]) -> Automa
     """Freshness policies on one pipeline's `assets`, plus its jobs, schedules, sensors and checks."""
     by_name = build_jobs(spec.keys)
     freshness_checks = build_predictions_freshness_checks(spec)
+    lifecycle_sensors = [build_scoring_lineage_sensor(spec)]
+    if spec.pipeline.shadow.promote_after_days:
+        lifecycle_sensors.append(build_shadow_promotion_sensor(spec))
     return Automation(
         assets=with_freshness_policies(assets, spec.pipeline.automation, spec.keys),
         asset_checks=freshness_checks,
-        jobs=list(by_name.values()),
+        jobs=[*by_name.values(), build_rollback_job(spec)],
         schedules=build_schedules(spec, by_name),
-        sensors=[*build_sensors(spec, by_name), build_predictions_freshness_sensor(spec, freshness_checks)],
+        sensors=[
+            *build_sensors(spec, by_name),
+            build_predictions_freshness_sensor(spec, freshness_checks),
+            *lifecycle_sensors,
+        ],
     )

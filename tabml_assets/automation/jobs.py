@@ -7,6 +7,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from tabml_assets.keys import (
     BATCH_PREDICTIONS,
+    CHALLENGER_PREDICTIONS,
     CHAMPION_MODEL,
     EVALUATION_REPORT,
     FEATURES,
@@ -20,6 +21,8 @@ TRAINING_JOB = "training_job"
 END_TO_END_JOB = "end_to_end_job"
 SCORING_ASSET_NAMES = (RAW_DATA, FEATURES, BATCH_PREDICTIONS)
 TRAINING_ASSET_NAMES = (TRAINED_MODEL, EVALUATION_REPORT, CHAMPION_MODEL)
+# Shadow scoring runs beside scoring, in the same job, after batch_predictions.
+SHADOW_ASSET_NAMES = (CHALLENGER_PREDICTIONS,)
 
 
 def build_jobs(keys: PipelineKeys) -> dict[str, UnresolvedAssetJobDefinition]:
@@ -27,8 +30,11 @@ def build_jobs(keys: PipelineKeys) -> dict[str, UnresolvedAssetJobDefinition]:
     return {
         SCORING_JOB: define_asset_job(
             keys.job(SCORING_JOB),
-            selection=AssetSelection.assets(*keys.assets(*SCORING_ASSET_NAMES)),
-            description=f"{keys.project}: ingest, engineer features and score one day with the champion.",
+            selection=AssetSelection.assets(*keys.assets(*SCORING_ASSET_NAMES, *SHADOW_ASSET_NAMES)),
+            description=(
+                f"{keys.project}: ingest, engineer features and score one day with the champion "
+                "(and with the challenger in shadow, while one waits)."
+            ),
         ),
         TRAINING_JOB: define_asset_job(
             keys.job(TRAINING_JOB),

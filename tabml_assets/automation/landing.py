@@ -2,19 +2,19 @@
 
 A landed file is identified by its name and the SHA-256 of its bytes, so touching a file or
 dropping the same content again changes nothing, while any edit is seen even when the size
-and mtime look the same.
+and mtime look the same. A file is hashed again only when its fingerprint (size, mtime, ctime,
+inode) moved, so a tick over a large, quiet folder reads no file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-
-from tabml_assets.resources.data_sources import UnreadableFileError, read_landed_file
-from tabml_assets.spec import DatasetSpec
+from tabml_assets.resources.data_sources import FileFacts, LandingFolderSource, file_fingerprint
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,11 @@ class LandedFile:
 
     sha256: str
     days: tuple[str, ...]
+    # Why the file cannot be used; it then holds back `days` (when they are known).
     error: str | None = None
+    fingerprint: str = ""
+    # False when the file's event times cannot be read: `days` are those of its earlier content.
+    days_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,10 @@ class LandingChanges:
     files: dict[str, LandedFile]
     changed: dict[str, str] = field(default_factory=dict)  # name -> new sha256, or "deleted"
     days_changed_by: dict[str, list[str]] = field(default_factory=dict)  # day -> file names
-    unreadable: dict[str, str] = field(default_factory=dict)  # name -> error message
+    unreadable: dict[str, str] = field(default_factory=dict)  # name -> why it cannot be used
+    examined: dict[str, FileFacts] = field(default_factory=dict)  # files read for new content
+    # Changed files left for the next tick when the scan's time budget ran out.
+    deferred: list[str] = field(default_factory=list)
 
 
 def file_sha256(path: Path) -> str:
@@ -44,37 +51,53 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def event_days(frame: pd.DataFrame, event_time: str) -> tuple[str, ...]:
-    """The sorted UTC days (partition keys) of a landed frame's event times."""
-    return tuple(sorted(pd.to_datetime(frame[event_time]).dt.strftime("%Y-%m-%d").unique()))
-
-
 def scan_landing_folder(
-    paths: list[Path], previous: dict[str, LandedFile], dataset: DatasetSpec
+    paths: list[Path],
+    previous: dict[str, LandedFile],
+    source: LandingFolderSource,
+    deadline: float | None = None,
 ) -> LandingChanges:
-    """Compare the folder with the previous scan; read only files whose content changed."""
-    files: dict[str, LandedFile] = {}
-    changes = LandingChanges(files=files)
+    """Compare the folder with the previous scan; read only files whose content changed, until
+    `deadline` (time.monotonic); the others wait for the next scan."""
+    changes = LandingChanges(files={})
+    files = changes.files
+    to_read: dict[str, tuple[Path, str, str]] = {}
     for path in paths:
-        sha = file_sha256(path)
+        try:
+            fingerprint = file_fingerprint(path)
+        except FileNotFoundError:
+            continue  # removed since the folder was listed: seen as deleted below
         before = previous.get(path.name)
-        if before is not None and before.sha256 == sha:
+        if before is not None and before.fingerprint == fingerprint:
             files[path.name] = before
             continue
-        try:
-            days = event_days(read_landed_file(path, dataset), dataset.event_time)
-            files[path.name] = LandedFile(sha, days)
-        except UnreadableFileError as exc:
-            # Remembered with its hash: retried only when the file's content changes.
-            files[path.name] = LandedFile(sha, (), str(exc))
-            changes.unreadable[path.name] = str(exc)
+        sha = file_sha256(path)
+        if before is not None and before.sha256 == sha:
+            files[path.name] = dataclasses.replace(before, fingerprint=fingerprint)  # touched only
             continue
-        changes.changed[path.name] = sha
+        to_read[path.name] = (path, sha, fingerprint)
+    survey = source.survey([p for p, _, _ in to_read.values()], deadline=deadline)
+    for name, (_, sha, fingerprint) in to_read.items():
+        before = previous.get(name)
+        facts = survey.facts.get(name)
+        if facts is None:
+            changes.deferred.append(name)
+            if before is not None:
+                files[name] = before  # the old view stands until the new content is read
+            continue
+        days = tuple(sorted(facts.event_days))
+        if not facts.days_known and before is not None:
+            days = tuple(sorted(set(days) | set(before.days)))
+        files[name] = LandedFile(sha, days, facts.error, fingerprint, facts.days_known)
+        changes.examined[name] = facts
+        changes.changed[name] = sha
+        if facts.error is not None:
+            changes.unreadable[name] = facts.error
         # Days the file no longer holds changed too: their rows must disappear downstream.
         for day in sorted(set(days) | set(before.days if before else ())):
-            changes.days_changed_by.setdefault(day, []).append(path.name)
+            changes.days_changed_by.setdefault(day, []).append(name)
     for name, before in previous.items():
-        if name not in files:
+        if name not in files and name not in changes.deferred:
             changes.changed[name] = "deleted"
             for day in before.days:
                 changes.days_changed_by.setdefault(day, []).append(name)
@@ -87,15 +110,98 @@ def landing_run_key(day: str, changed: dict[str, str], names: list[str]) -> str:
     return f"landing:{day}:{digest.hexdigest()[:16]}"
 
 
+def blocking_files(files: dict[str, LandedFile]) -> dict[str, dict[str, str]]:
+    """Day -> {file: why} for files that hold rows for the day but cannot be used."""
+    blocked: dict[str, dict[str, str]] = {}
+    for name, landed in sorted(files.items()):
+        if landed.error is not None:
+            for day in landed.days:
+                blocked.setdefault(day, {})[name] = landed.error
+    return blocked
+
+
+def forget_gone_files(
+    pending: dict[str, dict[str, Any]], files: dict[str, LandedFile], today: str
+) -> dict[str, dict[str, Any]]:
+    """Pending days that have not closed keep only the files still present and holding them.
+
+    Such a day has no partition yet, so a file that is gone leaves nothing to undo; a day left
+    with no file is dropped. Closed days keep their entry: a run must remove the rows.
+    """
+    kept: dict[str, dict[str, Any]] = {}
+    for day, entry in pending.items():
+        if day >= today:
+            names = [n for n in entry["files"] if n in files and day in files[n].days]
+            if not names:
+                continue
+            entry = {**entry, "files": names}
+        kept[day] = entry
+    return kept
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """One landed file's rows against the partition range: what the sensor shows and alerts on."""
+
+    name: str
+    rows: int
+    in_range: dict[str, int]
+    before_start: int
+    not_closed: int
+    error: str | None
+    days_known: bool
+
+    @property
+    def summary(self) -> str:
+        if self.error is not None:
+            where = "" if self.days_known else " (the days it holds are unknown)"
+            return f"{self.name} unreadable, set aside{where}: {self.error}"
+        in_range = sum(self.in_range.values())
+        parts = [f"{self.name}: {self.rows} rows, {in_range} for {len(self.in_range)} partition(s)"]
+        if self.before_start:
+            parts.append(f"{self.before_start} dated before the first partition, never ingested")
+        if self.not_closed:
+            parts.append(f"{self.not_closed} for days not closed yet, ingested once they close")
+        return "; ".join(parts)
+
+
+def report_file(name: str, facts: FileFacts, first_day: str, today: str) -> FileReport:
+    rows_per_day = facts.rows_per_day()
+    return FileReport(
+        name=name,
+        rows=facts.rows,
+        in_range={d: n for d, n in rows_per_day.items() if first_day <= d < today},
+        before_start=sum(n for d, n in rows_per_day.items() if d < first_day),
+        not_closed=sum(n for d, n in rows_per_day.items() if d >= today),
+        error=facts.error,
+        days_known=facts.days_known,
+    )
+
+
 def files_to_json(files: dict[str, LandedFile]) -> dict[str, dict[str, object]]:
-    return {
-        name: {"sha256": f.sha256, "days": list(f.days), **({"error": f.error} if f.error else {})}
-        for name, f in files.items()
-    }
+    out: dict[str, dict[str, object]] = {}
+    for name, f in files.items():
+        entry: dict[str, object] = {
+            "sha256": f.sha256,
+            "days": list(f.days),
+            "fingerprint": f.fingerprint,
+        }
+        if f.error:
+            entry["error"] = f.error
+        if not f.days_known:
+            entry["days_known"] = False
+        out[name] = entry
+    return out
 
 
-def files_from_json(raw: dict[str, dict[str, object]]) -> dict[str, LandedFile]:
+def files_from_json(raw: dict[str, dict[str, Any]]) -> dict[str, LandedFile]:
     return {
-        name: LandedFile(str(v["sha256"]), tuple(v.get("days", ())), v.get("error"))  # type: ignore[arg-type]
+        name: LandedFile(
+            str(v["sha256"]),
+            tuple(v.get("days", ())),
+            v.get("error"),
+            str(v.get("fingerprint", "")),
+            bool(v.get("days_known", True)),
+        )
         for name, v in raw.items()
     }

@@ -6,13 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import (
     AssetKey,
+    AssetObservation,
     AssetRecordsFilter,
     DagsterInstance,
     DefaultSensorStatus,
+    MetadataValue,
     RunFailureSensorContext,
     RunRequest,
     SensorDefinition,
@@ -38,17 +43,27 @@ from tabml_assets.automation.jobs import (
     TRAINING_JOB,
 )
 from tabml_assets.automation.landing import (
+    FileReport,
+    LandingChanges,
+    blocking_files,
     files_from_json,
     files_to_json,
+    forget_gone_files,
     landing_run_key,
+    report_file,
     scan_landing_folder,
 )
-from tabml_assets.resources.data_sources import DataSource, LandingFolderSource
+from tabml_assets.resources.data_sources import LANDING_FORMATS, DataSource, LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
-from tabml_assets.resources.notifier import Notifier
+from tabml_assets.resources.notifier import NotificationError, Notifier
 from tabml_assets.spec import LoadedSpec, Profile
 
 TRIGGER_TAG = "tabml/trigger"
+# A landing tick stays bounded however many files land at once: it reads changed files for at
+# most this long and requests at most this many runs; the rest waits in its cursor.
+LANDING_SCAN_SECONDS = 20.0
+MAX_LANDING_RUNS_PER_TICK = 50
+NOTE_CHARS = 2000
 
 
 def load_cursor(cursor: str | None) -> dict[str, Any]:
@@ -84,8 +99,8 @@ def latest_partition_metadata(
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def short_list(names: list[str], limit: int = 200) -> str:
-    text = ",".join(names)
+def short_list(names: list[str], limit: int = 200, separator: str = ",") -> str:
+    text = separator.join(names)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -107,9 +122,11 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
         default_status=status_of(spec.profile),
         description=(
             f"Watches {spec.name}'s landing folder. A new, changed or deleted file runs the scoring "
-            "job (ingest, features, predictions) for each UTC day its rows touch, once per file content."
+            "job (ingest, features, predictions) for each UTC day its rows touch, once per file "
+            "content. A file that cannot be used holds back only its own days, is reported on "
+            "raw_data's observations and alerted; fixing or removing it runs those days."
         ),
-        required_resource_keys={keys.source_resource, keys.registry_resource},
+        required_resource_keys={keys.source_resource, keys.registry_resource, "notifier"},
     )
     def landing_sensor(context: SensorEvaluationContext) -> SensorResult:
         source: DataSource = getattr(context.resources, keys.source_resource)
@@ -117,60 +134,175 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
         if not isinstance(source, LandingFolderSource):
             return SensorResult(skip_reason=f"the data source is {source.describe()}, not a landing folder")
         state = load_cursor(context.cursor)
-        pending: dict[str, dict[str, Any]] = state.get("pending", {})
         paths = source.landed_files()
-        changes = scan_landing_folder(paths, files_from_json(state.get("files", {})), source.dataset)
-        mtimes = {p.name: p.stat().st_mtime for p in paths}
-        notes: list[str] = []
-        for name, error in changes.unreadable.items():
-            context.log.warning(f"landing file {name} skipped: {error}")
-            notes.append(f"{name} unreadable")
-        for day, names in sorted(changes.days_changed_by.items()):
-            if day < start_day:
-                notes.append(f"{day} is before the first partition {start_day}")
-                continue
-            deleted = any(changes.changed[n] == "deleted" for n in names)
-            ingested_at = latest_materialization_timestamp(context.instance, raw_data, day)
-            if not deleted and ingested_at is not None and ingested_at >= max(mtimes[n] for n in names):
-                # raw_data for this day was built after the file was written: it already has its rows.
-                continue
-            run_key = landing_run_key(day, changes.changed, names)
-            if day in pending:
-                # A later change to a day still waiting: one run, keyed by both changes.
-                combined = hashlib.sha256(f"{pending[day]['run_key']}|{run_key}".encode()).hexdigest()[:16]
-                run_key = f"landing:{day}:{combined}"
-                names = sorted(set(names) | set(pending[day]["files"]))
-            pending[day] = {"run_key": run_key, "files": sorted(names)}
-
-        busy = days_being_written(context.instance, scoring_assets)
-        has_champion = model_registry.version_for_alias(CHAMPION) is not None
+        reader = source.index.reader
+        previous = files_from_json(state.get("files", {}))
+        if state.get("reader", reader) != reader:
+            # The dataset spec changed (a declared encoding or date order, say): files it refused
+            # are read again as if new, so the days they hold run once they can be used.
+            previous = {n: f for n, f in previous.items() if f.error is None}
+        deadline = time.monotonic() + LANDING_SCAN_SECONDS
+        changes = scan_landing_folder(paths, previous, source, deadline=deadline)
         today = today_utc()
-        run_requests = []
-        for day in sorted(pending):
-            if day >= today:
-                continue  # the partition exists once the day has closed
-            if day in busy:
-                notes.append(f"{day} waits for run {busy[day]}")
-                continue
-            entry = pending.pop(day)
-            run_requests.append(
-                RunRequest(
-                    run_key=entry["run_key"],
-                    partition_key=day,
-                    # Without a champion there is nothing to score with yet: ingest only.
-                    asset_selection=None if has_champion else [raw_data, features],
-                    tags={TRIGGER_TAG: "landing", "tabml/landing_files": short_list(entry["files"])},
-                )
+        changed = merge_changed_days(
+            context.instance, raw_data, changes, state.get("pending", {}), paths, start_day
+        )
+        pending = forget_gone_files(changed, changes.files, today)
+        reports = {n: report_file(n, facts, start_day, today) for n, facts in changes.examined.items()}
+        unsupported = source.unsupported_files()
+        problems = [r.summary for r in reports.values() if r.error is not None or r.before_start]
+        problems += [
+            f"{name} ignored: not a landing file (expected {', '.join(LANDING_FORMATS)}, any case)"
+            for name in sorted(set(unsupported) - set(state.get("unsupported", [])))
+        ]
+        alert_landing_problems(context, spec.name, problems)
+
+        plan = plan_landing_runs(
+            pending, changes, days_being_written(context.instance, scoring_assets), today,
+            MAX_LANDING_RUNS_PER_TICK,
+        )
+        has_champion = model_registry.version_for_alias(CHAMPION) is not None
+        run_requests = [
+            RunRequest(
+                run_key=pending[day]["run_key"],
+                partition_key=day,
+                # Without a champion there is nothing to score with yet: ingest only.
+                asset_selection=None if has_champion else [raw_data, features],
+                tags={TRIGGER_TAG: "landing", "tabml/landing_files": short_list(pending[day]["files"])},
             )
-        waiting = [d for d in pending if d >= today]
-        if waiting:
-            notes.append(f"{len(waiting)} day(s) wait for their day to close: {short_list(sorted(waiting))}")
-        cursor = dump_cursor({"files": files_to_json(changes.files), "pending": pending})
+            for day in plan.run_days
+        ]
+        notes = [*problems, *plan.notes]
+        for note in notes:
+            context.log.info(note)
+        state = {
+            "files": files_to_json(changes.files),
+            "pending": {d: e for d, e in pending.items() if d not in plan.run_days},
+            "unsupported": unsupported,
+            "reader": reader,
+        }
+        observations = file_observations(raw_data, changes, reports)
+        cursor = dump_cursor(state)
         if run_requests:
-            return SensorResult(run_requests=run_requests, cursor=cursor)
-        return SensorResult(skip_reason="; ".join(notes) or "no new or changed landing files", cursor=cursor)
+            return SensorResult(run_requests=run_requests, cursor=cursor, asset_events=observations)
+        return SensorResult(
+            skip_reason=short_list(notes, NOTE_CHARS, "; ") or "no new or changed landing files",
+            cursor=cursor,
+            asset_events=observations,
+        )
 
     return landing_sensor
+
+
+@dataclass(frozen=True)
+class LandingPlan:
+    """Which pending days a tick requests, and why the others wait."""
+
+    run_days: list[str]
+    notes: list[str]
+
+
+def plan_landing_runs(
+    pending: dict[str, dict[str, Any]],
+    changes: LandingChanges,
+    busy: dict[str, str],
+    today: str,
+    cap: int,
+) -> LandingPlan:
+    """Closed days that no run is writing and no unusable file holds back, at most `cap`."""
+    blocked = blocking_files(changes.files)
+    run_days: list[str] = []
+    notes: list[str] = []
+    held_back = 0
+    for day in sorted(pending):
+        if day >= today:
+            continue  # the partition exists once the day has closed
+        if day in busy:
+            notes.append(f"{day} waits for run {busy[day]}")
+        elif day in blocked:
+            notes.append(f"{day} waits for {', '.join(blocked[day])}: cannot be used (fix or remove it)")
+        elif len(run_days) >= cap:
+            held_back += 1
+        else:
+            run_days.append(day)
+    if held_back:
+        notes.append(f"{held_back} more day(s) are requested on the next ticks ({cap} per tick)")
+    if changes.deferred:
+        notes.append(f"{len(changes.deferred)} changed file(s) are read on the next tick")
+    set_aside = sorted(n for n, f in changes.files.items() if f.error is not None and not f.days)
+    if set_aside:
+        notes.append(f"set aside, holding no known day: {short_list(set_aside)}")
+    waiting = sorted(d for d in pending if d >= today)
+    if waiting:
+        notes.append(f"{len(waiting)} day(s) wait for their day to close: {short_list(waiting)}")
+    return LandingPlan(run_days, notes)
+
+
+def merge_changed_days(
+    instance: DagsterInstance,
+    raw_data: AssetKey,
+    changes: LandingChanges,
+    pending: dict[str, dict[str, Any]],
+    paths: list[Path],
+    start_day: str,
+) -> dict[str, dict[str, Any]]:
+    """Pending days plus the days the changes touch, each with one run key for all its changes."""
+    pending = dict(pending)
+    mtimes = {p.name: p.stat().st_mtime for p in paths if p.name in changes.files and p.exists()}
+    for day, names in sorted(changes.days_changed_by.items()):
+        if day < start_day:
+            continue  # no partition will ever hold it: reported per file instead
+        gone = any(changes.changed[n] == "deleted" or n not in mtimes for n in names)
+        ingested_at = latest_materialization_timestamp(instance, raw_data, day)
+        if not gone and ingested_at is not None and ingested_at >= max(mtimes[n] for n in names):
+            # raw_data for this day was built after the file was written: it already has its rows.
+            continue
+        run_key = landing_run_key(day, changes.changed, names)
+        if day in pending:
+            # A later change to a day still waiting: one run, keyed by both changes.
+            combined = hashlib.sha256(f"{pending[day]['run_key']}|{run_key}".encode()).hexdigest()[:16]
+            run_key = f"landing:{day}:{combined}"
+            names = sorted(set(names) | set(pending[day]["files"]))
+        pending[day] = {"run_key": run_key, "files": sorted(names)}
+    return pending
+
+
+def alert_landing_problems(context: SensorEvaluationContext, project: str, problems: list[str]) -> None:
+    """One alert per tick for files newly found unusable, rows no partition holds, unread files."""
+    if not problems:
+        return
+    notifier: Notifier = context.resources.notifier
+    try:
+        notifier.notify(f"tabml {project}: {len(problems)} landing file problem(s)", "\n".join(problems))
+    except NotificationError as exc:
+        # The tick still runs the good days; the problems stay in its log and observations.
+        context.log.warning(f"landing alert not delivered: {exc}")
+
+
+def file_observations(
+    raw_data: AssetKey, changes: LandingChanges, reports: dict[str, FileReport]
+) -> list[AssetObservation]:
+    """A per-file status on raw_data (its Events tab in the UI): rows, days, and why it is set aside."""
+    observations = []
+    for name, report in sorted(reports.items()):
+        metadata: dict[str, Any] = {
+            "landing_file": MetadataValue.text(name),
+            "status": MetadataValue.text("cannot be used" if report.error else "usable"),
+            "sha256": MetadataValue.text(changes.changed[name]),
+            "rows": MetadataValue.int(report.rows),
+            "rows_per_partition": MetadataValue.json(report.in_range),
+            "rows_before_first_partition": MetadataValue.int(report.before_start),
+            "rows_for_days_not_closed": MetadataValue.int(report.not_closed),
+        }
+        if report.error is not None:
+            metadata["reason"] = MetadataValue.text(report.error)
+        observations.append(AssetObservation(raw_data, description=report.summary, metadata=metadata))
+    for name, sha in sorted(changes.changed.items()):
+        if sha == "deleted":
+            metadata = {"landing_file": MetadataValue.text(name), "status": MetadataValue.text("deleted")}
+            description = f"{name} removed from the landing folder"
+            observations.append(AssetObservation(raw_data, description=description, metadata=metadata))
+    return observations
 
 
 def last_scored_partitions(instance: DagsterInstance, predictions: AssetKey, count: int) -> list[str]:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tabml_assets.ml import report
 from tabml_assets.ml.classification_plots import classification_plots
-from tabml_assets.ml.evaluation import GateResult, evaluate_gate
+from tabml_assets.ml.evaluation import GateResult, deciding_rule, evaluate_gate
 from tabml_assets.ml.metrics import (
     Predictions,
     baseline_description,
@@ -129,13 +129,21 @@ def evaluate_challenger(
         }
         plots = classification_plots(y_test, predictions, positive, balance, importance)
     champion_name = f"{report.CHAMPION} v{champion.version}" if champion else None
+    rule = deciding_rule(gate, champion is not None) if validation.run_mode != "disabled" else "no gate"
+    waits = pipeline.shadow.promote_after_days
+    shadow_note = (
+        f" Promotion waits for {waits} shadow day(s) with labels in which it is no worse than the champion."
+        if waits and champion is not None and all(g.passed for g in gate)
+        else ""
+    )
     card = report.StepCard(
         title=title,
         verdict=report.verdict(
             validation.run_mode, gate, f"{report.CHALLENGER} v{challenger.version}", champion_name
-        ),
+        ) + (f" Decided by: {rule}." if validation.run_mode != "disabled" else "") + shadow_note,
         facts=[
             *facts,
+            ("decided by", rule),
             ("test rows", str(len(y_test))),
             ("target", f"{pipeline.target_column} ({task})"),
             ("estimator", pipeline.estimator.class_name),

@@ -8,7 +8,19 @@ from dataclasses import asdict, dataclass
 from tabml_assets.ml.metrics import regression_metrics
 from tabml_assets.spec import HIGHER_IS_BETTER, ValidationSpec
 
-__all__ = ["GateResult", "evaluate_gate", "gate_check_names", "regression_metrics"]
+__all__ = [
+    "BEATS_CHAMPION",
+    "NO_WORSE_THAN_CHAMPION",
+    "GateResult",
+    "champion_comparisons",
+    "deciding_rule",
+    "evaluate_gate",
+    "gate_check_names",
+    "regression_metrics",
+]
+
+NO_WORSE_THAN_CHAMPION = "no_worse_than_champion"
+BEATS_CHAMPION = "beats_champion"
 
 
 @dataclass(frozen=True)
@@ -58,44 +70,21 @@ def evaluate_gate(
                     description=f"{verdict}: {metric} = {value:.4g}, required {comparison} {threshold:g}",
                 )
             )
-    if validation.min_improvement_over_champion_pct is not None:
-        pct = validation.min_improvement_over_champion_pct
-        if champion is None:
-            results.append(
-                GateResult(
-                    check_name="beats_champion",
-                    metric=primary_metric,
-                    value=challenger[primary_metric],
-                    threshold=float("nan"),
-                    comparison="<=" if not higher(primary_metric) else ">=",
-                    passed=True,
-                    description="passed: no champion yet, nothing to beat",
-                )
-            )
-        else:
-            base = champion[primary_metric]
-            if higher(primary_metric):
-                threshold, comparison = base + abs(base) * pct / 100, ">="
-                passed = challenger[primary_metric] >= threshold
-            else:
-                threshold, comparison = base - abs(base) * pct / 100, "<="
-                passed = challenger[primary_metric] <= threshold
-            verdict = "passed" if passed else "FAILED"
-            results.append(
-                GateResult(
-                    check_name="beats_champion",
-                    metric=primary_metric,
-                    value=challenger[primary_metric],
-                    threshold=float(threshold),
-                    comparison=comparison,
-                    passed=bool(passed),
-                    description=(
-                        f"{verdict}: challenger {primary_metric} = {challenger[primary_metric]:.4g}, "
-                        f"required {comparison} {threshold:.4g} (champion {base:.4g} improved by {pct:g}%)"
-                    ),
-                )
-            )
+    results += champion_comparisons(validation, primary_metric, challenger, champion, higher)
     return results
+
+
+def deciding_rule(gate: list[GateResult], has_champion: bool) -> str:
+    """Which rule decided the verdict, in words the step card shows."""
+    failed = [g.check_name for g in gate if not g.passed]
+    if failed:
+        return "failed " + ", ".join(failed)
+    if not gate:
+        return "no gate"
+    compared = [g.check_name for g in gate if g.check_name in (NO_WORSE_THAN_CHAMPION, BEATS_CHAMPION)]
+    if compared and has_champion:
+        return "passed the absolute criteria and " + ", ".join(compared)
+    return "first model: the absolute criteria alone" if not has_champion else "passed the absolute criteria"
 
 
 def gate_check_names(validation: ValidationSpec) -> list[str]:
@@ -106,6 +95,63 @@ def gate_check_names(validation: ValidationSpec) -> list[str]:
         for side, value in (("max", bound.max), ("min", bound.min))
         if value is not None
     ]
+    if validation.max_worse_than_champion_pct is not None:
+        names.append(NO_WORSE_THAN_CHAMPION)
     if validation.min_improvement_over_champion_pct is not None:
-        names.append("beats_champion")
+        names.append(BEATS_CHAMPION)
     return names
+
+
+def champion_comparisons(
+    validation: ValidationSpec,
+    primary_metric: str,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    higher: Callable[[str], bool],
+) -> list[GateResult]:
+    """The rules that compare the challenger with the current champion on the same test split.
+
+    `no_worse_than_champion` (on by default) allows at most `max_worse_than_champion_pct`
+    percent worse; `beats_champion` (opt-in) wants `min_improvement_over_champion_pct` better.
+    Without a champion both pass and say so: a first model meets the absolute criteria only.
+    """
+    rules = [
+        (NO_WORSE_THAN_CHAMPION, validation.max_worse_than_champion_pct, -1.0),
+        (BEATS_CHAMPION, validation.min_improvement_over_champion_pct, 1.0),
+    ]
+    value = challenger[primary_metric]
+    comparison = ">=" if higher(primary_metric) else "<="
+    results = []
+    for check_name, pct, direction in rules:
+        if pct is None:
+            continue
+        if champion is None:
+            results.append(
+                GateResult(
+                    check_name=check_name, metric=primary_metric, value=value,
+                    threshold=float("nan"), comparison=comparison, passed=True,
+                    description="passed: no champion yet, only the absolute criteria apply",
+                )
+            )
+            continue
+        base = champion[primary_metric]
+        # Improvement is upwards for a higher-is-better metric, downwards otherwise; a
+        # tolerance moves the bound the other way.
+        step = abs(base) * pct / 100 * direction
+        threshold = base + step if higher(primary_metric) else base - step
+        passed = bool(value >= threshold) if comparison == ">=" else bool(value <= threshold)
+        if check_name == NO_WORSE_THAN_CHAMPION:
+            rule = f"champion {base:.4g}, at most {pct:g}% worse" if pct else f"champion {base:.4g}, no worse"
+        else:
+            rule = f"champion {base:.4g} improved by {pct:g}%"
+        results.append(
+            GateResult(
+                check_name=check_name, metric=primary_metric, value=value,
+                threshold=float(threshold), comparison=comparison, passed=passed,
+                description=(
+                    f"{'passed' if passed else 'FAILED'}: challenger {primary_metric} = {value:.4g}, "
+                    f"required {comparison} {threshold:.4g} ({rule})"
+                ),
+            )
+        )
+    return results

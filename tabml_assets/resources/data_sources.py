@@ -2,34 +2,59 @@
 
 Sources deliver rows as they are, with where each row came from; `raw_data` then validates them
 and quarantines the bad ones. A source raises `UnreadableFileError` only for input that cannot
-be used at all (a corrupt file, a missing or wholly mistyped column), naming the file, the column
-and what was expected. Every source reads its columns, types and time axis from the project's
-dataset spec, which it carries as JSON config (resources are config, not Python objects).
+be used at all (a corrupt file, a missing or wholly mistyped column, ambiguous dates), naming the
+file, the column and what was expected. Every source reads its columns, types and time axis from
+the project's dataset spec, which it carries as JSON config (resources are config, not Python
+objects).
+
+The landing folder keeps files apart: a file that cannot be used holds back only the days it
+has rows for, and an index beside the files records which days each file holds, so a run reads
+only the files that touch its days (see `LandingIndex`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import importlib
+import json
+import logging
+import os
+import time
+import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pandas.api.types import pandas_dtype
 
-from tabml_assets.ml.quality import REASON_SEPARATOR, naive_utc
+from tabml_assets.ml.quality import REASON_SEPARATOR
 from tabml_assets.ml.schema import as_text_objects, raw_columns, unvalidated_schema
-from tabml_assets.resources.storage import write_parquet_atomic
+from tabml_assets.resources.storage import write_json_atomic, write_parquet_atomic
 from tabml_assets.spec import DatasetSpec
 
-LANDING_SUFFIXES = (".parquet", ".csv")
+log = logging.getLogger("tabml.landing")
+
+# The landed files tabml reads, by how their name ends (matched case-insensitively):
+# suffix -> (format, compression). Parquet's own codecs (snappy, gzip, zstd, ...) need nothing.
+LANDING_FORMATS: dict[str, tuple[str, str | None]] = {
+    ".parquet": ("parquet", None),
+    ".parquet.gz": ("parquet", "gzip"),
+    ".csv": ("csv", None),
+    ".csv.gz": ("csv", "gzip"),
+    ".csv.bz2": ("csv", "bz2"),
+    ".csv.xz": ("csv", "xz"),
+    ".csv.zip": ("csv", "zip"),
+}
 SOURCE_FILE_COLUMN = "source_file"
 SOURCE_ROW_COLUMN = "source_row"
 # Problems found while reading a row (e.g. "unparseable temperature"); "" when none.
@@ -37,6 +62,16 @@ READ_PROBLEMS_COLUMN = "read_problems"
 SAMPLE_VALUES = 3
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "0.0"})
+# Plain UTF-8, and UTF-8 with the byte-order mark spreadsheet exports start with.
+DEFAULT_ENCODING = "utf-8-sig"
+# Numeric dates whose order of day and month the text does not tell: 05/11/2026, 5.11.26.
+NUMERIC_DATE = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4}|\d{2})(?!\d)(.*)$"
+NUMERIC_DATE_START = r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d"
+INDEX_FILE = ".tabml_landing_index.json"
+# Files up to this size are read whole when first seen, so every problem is reported at once;
+# larger ones are skimmed (column names and event times) and checked whole by their day's run.
+FULL_READ_BYTES = 16 * 2**20
+INDEX_VERSION = 1
 
 
 @functools.lru_cache(maxsize=32)
@@ -46,6 +81,66 @@ def parse_dataset(dataset_json: str) -> DatasetSpec:
 
 class UnreadableFileError(ValueError):
     """A landed file that cannot be read as the dataset's rows; names the file, column and expectation."""
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What one landed file holds, as far as routing and accounting for its rows go.
+
+    Facts depend on the file's bytes and the dataset spec only (never on the clock), so they
+    can be computed once per content and kept in the landing index.
+    """
+
+    # Size, mtime, ctime and inode when the facts were taken (see `file_fingerprint`).
+    fingerprint: str
+    rows: int = 0
+    # UTC day (partition key) -> rows whose event time falls on it, in or outside the partitions.
+    event_days: Mapping[str, int] = field(default_factory=dict)
+    # Rows without a usable event time: they go to the file's main day, to be quarantined there.
+    missing_event_time: int = 0
+    # Why the file cannot be used (None: it can). `event_days` still name the days it would
+    # feed when its event times could be read; `days_known` is False when they could not (the
+    # days are then those of the file's earlier content, if any).
+    error: str | None = None
+    days_known: bool = True
+    empty: bool = False
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None
+
+    @property
+    def main_day(self) -> str | None:
+        """The day most of the file's rows fall on (the earliest of equals)."""
+        if not self.event_days:
+            return None
+        return min(self.event_days, key=lambda day: (-self.event_days[day], day))
+
+    def touches(self, day: str) -> bool:
+        return day in self.event_days
+
+    def rows_per_day(self) -> dict[str, int]:
+        """Rows each day receives from the file, those without an event time included."""
+        days = dict(self.event_days)
+        main = self.main_day
+        if self.missing_event_time and main is not None:
+            days[main] += self.missing_event_time
+        return days
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "event_days": dict(self.event_days)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FileFacts:
+        return cls(
+            fingerprint=str(raw["fingerprint"]),
+            rows=int(raw.get("rows", 0)),
+            event_days={str(k): int(v) for k, v in dict(raw.get("event_days", {})).items()},
+            missing_event_time=int(raw.get("missing_event_time", 0)),
+            error=None if raw.get("error") is None else str(raw["error"]),
+            days_known=bool(raw.get("days_known", True)),
+            empty=bool(raw.get("empty", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +155,17 @@ class LandedDay:
     files: list[str] = field(default_factory=list)
     ignored_columns: dict[str, list[str]] = field(default_factory=dict)
     empty_files: list[str] = field(default_factory=list)
+    # Whole-file facts of the landed files this day's rows came from (for the row accounting).
+    file_facts: dict[str, FileFacts] = field(default_factory=dict)
+    # Files with rows for this day that cannot be used -> why: the day must not be stored without them.
+    blocking_files: dict[str, str] = field(default_factory=dict)
+    # Every file in the folder that cannot be used -> why: set aside, named on every day.
+    set_aside_files: dict[str, str] = field(default_factory=dict)
+    # Files in the folder that are not in a landing format, named instead of silently ignored.
+    unsupported_files: list[str] = field(default_factory=list)
+    # The files the read opened (the index answered for the others), and how many there are.
+    files_read: list[str] = field(default_factory=list)
+    files_in_folder: int = 0
 
 
 def empty_unvalidated_rows(dataset: DatasetSpec) -> pd.DataFrame:
@@ -100,7 +206,9 @@ class DataSource(ConfigurableResource, ABC):
     def land_days(self, days: Sequence[dt.date], now: dt.datetime) -> dict[dt.date, LandedDay]:
         """Each day's rows as delivered, with their provenance; `raw_data` validates them."""
         return {
-            day: LandedDay(rows=as_unvalidated_rows(self.read_day(day), self.dataset, self.describe()))
+            day: LandedDay(
+                rows=as_unvalidated_rows(self.read_day(day), self.dataset, self.describe())
+            )
             for day in days
         }
 
@@ -138,30 +246,161 @@ class StepsLoaderSource(DataSource):
         return f"loader {self.steps_module}.load_day"
 
 
+# Reading landed files ---------------------------------------------------------------------------
+
+
+def landing_format(name: str) -> tuple[str, str | None] | None:
+    """(format, compression) of a landed file's name, any case; None for a file tabml does not read."""
+    lower = name.lower()
+    for suffix in sorted(LANDING_FORMATS, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return LANDING_FORMATS[suffix]
+    return None
+
+
+def _read_parquet(path: Path, compression: str | None, columns: list[str] | None) -> pd.DataFrame:
+    if compression is None:
+        return pq.read_table(path, columns=columns).to_pandas()
+    # A compressed stream is not seekable, and parquet's footer is at the end: read it whole.
+    with pa.input_stream(str(path), compression=compression) as stream:
+        return pq.read_table(pa.BufferReader(stream.read()), columns=columns).to_pandas()
+
+
+def _read_csv(
+    path: Path,
+    compression: str | None,
+    encoding: str | None,
+    columns: list[str] | None,
+    rows: int | None = None,
+) -> pd.DataFrame:
+    try:
+        # Strings first: each column is parsed by the schema, so one bad value marks one row.
+        return pd.read_csv(
+            path,
+            dtype=str,
+            encoding=encoding or DEFAULT_ENCODING,
+            compression=compression,  # type: ignore[arg-type]
+            usecols=columns,
+            nrows=rows,
+        )
+    except UnicodeDecodeError as exc:
+        found = f"byte 0x{exc.object[exc.start]:02x}, which is not {exc.encoding}"
+        if encoding:
+            raise UnreadableFileError(
+                f"{path}: cannot be decoded as the declared dataset.encoding {encoding!r} ({found}); "
+                "fix the file or dataset.encoding in the project's pipeline.yaml"
+            ) from None
+        raise UnreadableFileError(
+            f"{path}: cannot be decoded as text: tried utf-8 (with or without a byte-order mark), "
+            f"found {found}; declare the file's encoding as dataset.encoding in the project's "
+            "pipeline.yaml (e.g. latin-1, cp1252, utf-16)"
+        ) from None
+
+
+def read_landing_frame(
+    path: Path, dataset: DatasetSpec, columns: list[str] | None = None, header_only: bool = False
+) -> pd.DataFrame:
+    """A landed file's table as it is (CSV values as strings), or UnreadableFileError saying why
+    not; only `columns` when given, no rows with `header_only`."""
+    detected = landing_format(path.name)
+    if detected is None:
+        raise UnreadableFileError(
+            f"{path}: not a landing file; expected a name ending in {', '.join(LANDING_FORMATS)} (any case)"
+        )
+    kind, compression = detected
+    what = kind if compression is None else f"{compression}-compressed {kind}"
+    try:
+        if kind == "parquet":
+            if header_only and compression is None:
+                return pq.read_schema(path).empty_table().to_pandas()
+            return _read_parquet(path, compression, columns)
+        return _read_csv(path, compression, dataset.encoding, columns, 0 if header_only else None)
+    except UnreadableFileError:
+        raise
+    except (pa.ArrowException, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        # ValueError covers pandas' parser errors and a zip archive holding several files.
+        raise UnreadableFileError(
+            f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def _describe_values(values: pd.Series) -> str:
     return repr([str(v)[:40] for v in values.head(SAMPLE_VALUES).tolist()])
 
 
-def _to_utc(values: pd.Series, timezone: str) -> pd.Series:
+def _as_utc(parsed: pd.Series, timezone: str) -> pd.Series:
+    if parsed.dt.tz is None:
+        return parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
+            "UTC"
+        )
+    return parsed.dt.tz_convert("UTC")
+
+
+def _numeric_dates_as_iso(text: pd.Series, day_first: bool | None, where: str) -> pd.Series:
+    """Numeric day/month dates (05/11/2026 08:00) rewritten as ISO dates in the declared order.
+
+    Without a declared order they are refused: 05/11/2026 is 5 November in most of the world and
+    May 11 in the US, and a guess would put rows on the wrong day without a word.
+    """
+    candidates = text.str.contains(NUMERIC_DATE_START, regex=True, na=False).to_numpy(dtype=bool)
+    if not candidates.any():
+        return text
+    parts = text[candidates].str.extract(NUMERIC_DATE)
+    parts = parts[parts[0].notna()]
+    if parts.empty:
+        return text
+    first, second, year = (parts[i].astype("int64") for i in range(3))
+    if day_first is None:
+        samples = _describe_values(text[parts.index])
+        hint = ""
+        if (first > 12).any():
+            hint = f"; {text[first[first > 12].index[0]]!r} suggests the day comes first"
+        elif (second > 12).any():
+            hint = f"; {text[second[second > 12].index[0]]!r} suggests the month comes first"
+        raise UnreadableFileError(
+            f"{where} has dates such as {samples} whose order of day and month is ambiguous{hint}; "
+            "expected ISO 8601 (2026-11-05 08:00) or a declared order: set dataset.day_first "
+            "(true: 05/11/2026 is 5 November; false: May 11) or dataset.datetime_format "
+            "(e.g. '%d/%m/%Y %H:%M') in the project's pipeline.yaml"
+        )
+    day, month = (first, second) if day_first else (second, first)
+    # Two-digit years as strptime's %y reads them: 69-99 -> 19xx, 00-68 -> 20xx.
+    year = year.where(year >= 100, year + np.where(year < 69, 2000, 1900))
+    iso = (
+        year.astype(str).str.zfill(4)
+        + "-"
+        + month.astype(str).str.zfill(2)
+        + "-"
+        + day.astype(str).str.zfill(2)
+        + parts[3]
+    )
+    rewritten = text.astype("object")
+    rewritten[iso.index] = iso
+    return rewritten.astype("string")
+
+
+def _to_utc(values: pd.Series, dataset: DatasetSpec, where: str) -> pd.Series:
     """Timestamps as UTC; those without a zone are read in the dataset's `timezone`."""
+    timezone = dataset.timezone
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values
-    elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return _as_utc(values, timezone)
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         # Epoch numbers are not timestamps in a file: a wrong type, not a value to guess.
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    elif timezone == "UTC":
-        return pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-    else:
-        text = values.astype("string")
-        # Strings with an offset name their instant; the others are wall-clock times in `timezone`.
-        has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True, na=False)
-        aware = pd.to_datetime(text.where(has_offset), errors="coerce", utc=True, format="mixed")
-        naive = pd.to_datetime(text.where(~has_offset), errors="coerce", format="mixed")
-        local = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-        return aware.where(has_offset, local)
-    if parsed.dt.tz is None:
-        return parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    return parsed.dt.tz_convert("UTC")
+    text = values.astype("string")
+    if dataset.datetime_format is not None:
+        fmt = dataset.datetime_format
+        # A format with an offset (%z) makes every value name its instant.
+        return _as_utc(pd.to_datetime(text, format=fmt, errors="coerce", utc="%z" in fmt), timezone)
+    text = _numeric_dates_as_iso(text, dataset.day_first, where)
+    if timezone == "UTC":
+        return pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+    # Strings with an offset name their instant; the others are wall-clock times in `timezone`.
+    has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True, na=False)
+    aware = pd.to_datetime(text.where(has_offset), errors="coerce", utc=True, format="mixed")
+    naive = pd.to_datetime(text.where(~has_offset), errors="coerce", format="mixed")
+    local = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+    return aware.where(has_offset, local)
 
 
 def _to_boolean(values: pd.Series) -> pd.Series:
@@ -181,10 +420,10 @@ def _to_string(values: pd.Series) -> pd.Series:
     return as_text_objects(text.map(lambda v: v if v is None or isinstance(v, str) else str(v)))
 
 
-def _coerce_column(values: pd.Series, dtype: str, timezone: str = "UTC") -> pd.Series:
+def _coerce_column(values: pd.Series, dtype: str, dataset: DatasetSpec, where: str) -> pd.Series:
     """`values` in `dtype`; anything that does not parse becomes missing."""
     if dtype.startswith("datetime"):
-        return _to_utc(values, timezone).dt.tz_convert(None).astype(pandas_dtype(dtype))
+        return _to_utc(values, dataset, where).dt.tz_convert(None).astype(pandas_dtype(dtype))
     if dtype == "object":
         return _to_string(values)
     if dtype == "boolean":
@@ -199,6 +438,28 @@ def _coerce_column(values: pd.Series, dtype: str, timezone: str = "UTC") -> pd.S
     return numeric.astype("Float64").astype(pandas_dtype(dtype))
 
 
+def _case_hints(missing: list[str], found: Iterable[object]) -> str:
+    by_lower = {str(c).lower(): str(c) for c in found}
+    hints = [
+        f"{by_lower[m.lower()]!r} differs from {m!r} only in case"
+        for m in missing
+        if m.lower() in by_lower
+    ]
+    return f" ({'; '.join(hints)}: column names are case-sensitive)" if hints else ""
+
+
+def missing_columns(found: Sequence[object], dataset: DatasetSpec, source: str) -> str | None:
+    """Which of the dataset's columns (labels aside) a file lacks, or None."""
+    columns = raw_columns(dataset)
+    missing = [c for c in columns if c not in found and c not in dataset.label_columns]
+    if not missing:
+        return None
+    return (
+        f"{source}: missing column(s) {missing}; expected columns {columns}, "
+        f"found {[str(c) for c in found]}{_case_hints(missing, found)}"
+    )
+
+
 def coerce_landed_frame(
     frame: pd.DataFrame, dataset: DatasetSpec, source: str
 ) -> tuple[pd.DataFrame, pd.Series, list[str]]:
@@ -208,13 +469,9 @@ def coerce_landed_frame(
     unusable; a single value that does not parse only marks its row. Label columns may be
     missing or empty: scoring data often has no label yet.
     """
-    columns = raw_columns(dataset)
-    missing = [c for c in columns if c not in frame.columns and c not in dataset.label_columns]
-    if missing:
-        raise UnreadableFileError(
-            f"{source}: missing column(s) {missing}; expected columns {columns}, "
-            f"found {list(frame.columns)}"
-        )
+    problem = missing_columns(list(frame.columns), dataset, source)
+    if problem:
+        raise UnreadableFileError(problem)
     ignored = [str(c) for c in frame.columns if c not in dataset.columns]
     frame = frame.reset_index(drop=True)
     out: dict[str, pd.Series] = {}
@@ -239,7 +496,7 @@ def coerce_landed_frame(
                 f"{source}: column {column!r} is empty in all {len(frame)} rows; "
                 f"expected {declared} values"
             )
-        coerced = _coerce_column(values, dtype, dataset.timezone)
+        coerced = _coerce_column(values, dtype, dataset, f"{source}: column {column!r}")
         if dtype == "object":
             coerced = as_text_objects(coerced.mask(~present))
         unparseable = present & coerced.isna()
@@ -251,7 +508,9 @@ def coerce_landed_frame(
         if unparseable.any():
             reason = f"unparseable {column}"
             current = problems[unparseable]
-            problems[unparseable] = current.where(current == "", current + REASON_SEPARATOR) + reason
+            problems[unparseable] = (
+                current.where(current == "", current + REASON_SEPARATOR) + reason
+            )
         out[column] = coerced
     return pd.DataFrame(out), problems, ignored
 
@@ -269,18 +528,7 @@ class LandedFile:
         return self.rows.empty
 
 
-def load_landed_file(path: Path, dataset: DatasetSpec) -> LandedFile:
-    """Read one parquet or CSV file; a 0-byte file is empty, not an error."""
-    if path.stat().st_size == 0:
-        return LandedFile(path, empty_unvalidated_rows(dataset), [])
-    try:
-        if path.suffix == ".parquet":
-            frame = pq.read_table(path).to_pandas()
-        else:
-            # Strings first: each column is parsed by the schema, so one bad value marks one row.
-            frame = pd.read_csv(path, dtype=str)
-    except (pa.ArrowException, OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UnreadableFileError(f"{path}: cannot be read as {path.suffix[1:]} ({exc})") from None
+def _landed_from_frame(path: Path, frame: pd.DataFrame, dataset: DatasetSpec) -> LandedFile:
     coerced, problems, ignored = coerce_landed_frame(frame, dataset, str(path))
     coerced[SOURCE_FILE_COLUMN] = path.name
     coerced[SOURCE_ROW_COLUMN] = range(len(coerced))
@@ -288,105 +536,372 @@ def load_landed_file(path: Path, dataset: DatasetSpec) -> LandedFile:
     return LandedFile(path, coerced, ignored)
 
 
-def read_landed_file(path: Path, dataset: DatasetSpec) -> pd.DataFrame:
-    """One landing file's rows that have an event time, in the dataset's columns (not yet validated).
+def load_landed_file(path: Path, dataset: DatasetSpec) -> LandedFile:
+    """Read one landed file; a 0-byte file is empty, not an error."""
+    if path.stat().st_size == 0:
+        return LandedFile(path, empty_unvalidated_rows(dataset), [])
+    return _landed_from_frame(path, read_landing_frame(path, dataset), dataset)
 
-    Rows without an event time are left out here: `raw_data` routes them to their file's most
-    common day and quarantines them there.
+
+def day_counts(event: pd.Series) -> dict[str, int]:
+    """UTC day (partition key) -> rows, for timezone-naive UTC event times; missing ones left out."""
+    days = event.dropna().to_numpy().astype("datetime64[D]")
+    unique, counts = np.unique(days, return_counts=True)
+    return {str(day): int(count) for day, count in zip(unique, counts, strict=True)}
+
+
+def file_fingerprint(path: Path) -> str:
+    """Size, modification time, change time and inode of a file.
+
+    Any write through the file system changes the change time, which (unlike the modification
+    time) cannot be set back, so an unchanged fingerprint means unchanged bytes.
     """
-    rows = load_landed_file(path, dataset).rows
-    return rows.loc[rows[dataset.event_time].notna(), raw_columns(dataset)].reset_index(drop=True)
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
 
 
-def home_days(rows: pd.DataFrame, event_time: str, now: dt.datetime) -> pd.Series:
-    """The partition day each row of one file belongs to.
-
-    A row goes to the UTC day of its event time. A row whose event time is missing, unparseable
-    or in the future belongs to no partition that will ever run, so it goes to its file's most
-    common day, where it is quarantined with its reason instead of vanishing.
-    """
-    event = rows[event_time]
-    usable = event.notna() & (event <= naive_utc(now))
-    days = event.dt.date
-    if usable.all():
-        return days
-    if not usable.any():
-        raise UnreadableFileError(
-            f"{rows[SOURCE_FILE_COLUMN].iloc[0]}: column {event_time!r} has no usable value in "
-            f"{len(rows)} rows; expected past event times, found "
-            f"{_describe_values(event.astype('object'))}"
+def _event_days_of_unusable(
+    frame: pd.DataFrame, path: Path, dataset: DatasetSpec
+) -> dict[str, int] | None:
+    """The days a file that cannot be used would feed, when at least its event times can be read."""
+    column = dataset.event_time
+    if column not in frame.columns:
+        return None
+    try:
+        event = _coerce_column(
+            frame[column],
+            unvalidated_schema(dataset)[column],
+            dataset,
+            f"{path}: column {column!r}",
         )
-    fallback = days[usable].mode().iloc[0]
-    return days.where(usable, fallback)
+    except UnreadableFileError:
+        return None
+    return day_counts(event) or None
+
+
+def examine_landed_file(path: Path, dataset: DatasetSpec) -> tuple[FileFacts, LandedFile | None]:
+    """Read a file whole once: its facts, and its rows when it can be used."""
+    fingerprint = file_fingerprint(path)
+    if path.stat().st_size == 0:
+        return FileFacts(fingerprint, empty=True), LandedFile(
+            path, empty_unvalidated_rows(dataset), []
+        )
+    try:
+        frame = read_landing_frame(path, dataset)
+    except UnreadableFileError as exc:
+        return FileFacts(fingerprint, error=str(exc), days_known=False), None
+    try:
+        landed = _landed_from_frame(path, frame, dataset)
+    except UnreadableFileError as exc:
+        days = _event_days_of_unusable(frame, path, dataset)
+        return FileFacts(
+            fingerprint,
+            rows=len(frame),
+            event_days=days or {},
+            error=str(exc),
+            days_known=days is not None,
+        ), None
+    event = landed.rows[dataset.event_time]
+    facts = FileFacts(
+        fingerprint,
+        rows=len(landed.rows),
+        event_days=day_counts(event),
+        missing_event_time=int(event.isna().sum()),
+        empty=landed.empty,
+    )
+    return facts, landed
+
+
+def skim_landed_file(path: Path, dataset: DatasetSpec) -> FileFacts:
+    """Facts of a large file from its column names and event times alone, in bounded memory.
+
+    A landing sensor tick must not read a 10M-row file whole; the run that ingests the file's
+    day reads it whole and refuses it there (naming it) if another column is unusable.
+    """
+    fingerprint = file_fingerprint(path)
+    event_time = dataset.event_time
+    try:
+        names = list(read_landing_frame(path, dataset, header_only=True).columns)
+        frame = (
+            read_landing_frame(path, dataset, columns=[event_time]) if event_time in names else None
+        )
+    except UnreadableFileError as exc:
+        return FileFacts(fingerprint, error=str(exc), days_known=False)
+    problem = missing_columns(names, dataset, str(path))
+    if frame is None:
+        return FileFacts(fingerprint, error=problem, days_known=False)
+    # The event time alone, through the same coercion (and refusals) as a whole file.
+    event_only = dataset.model_copy(
+        update={
+            "columns": {event_time: dataset.columns[event_time]},
+            "label_columns": [],
+            "rules": [],
+            "unique_key": None,
+        }
+    )
+    try:
+        event = coerce_landed_frame(frame, event_only, str(path))[0][event_time]
+    except UnreadableFileError as exc:
+        return FileFacts(fingerprint, rows=len(frame), error=problem or str(exc), days_known=False)
+    return FileFacts(
+        fingerprint,
+        rows=len(frame),
+        event_days=day_counts(event),
+        missing_event_time=int(event.isna().sum()),
+        error=problem,
+        empty=frame.empty,
+    )
+
+
+def rows_of_day(rows: pd.DataFrame, event_time: str, day: str, main_day: str | None) -> np.ndarray:
+    """Which of one file's rows belong to `day`: those whose event time falls on it (UTC), and,
+    on the file's main day, those without an event time (quarantined there, never dropped)."""
+    event = rows[event_time].to_numpy().astype("datetime64[D]")
+    mask = event == np.datetime64(day, "D")
+    if day == main_day:
+        mask |= np.isnat(event)
+    return mask
+
+
+# The landing index ------------------------------------------------------------------------------
+
+
+class LandingIndex:
+    """Which days each landed file holds, kept beside the files in `<folder>/.tabml_landing_index.json`.
+
+    Whoever reads a file whole (the landing sensor, a raw_data run) records its facts; every run
+    reads the index to pick the files that touch its days. It lives with the files, so a run on
+    another machine that sees the folder sees it too. An entry counts only while its file's
+    fingerprint is unchanged and it was made under the same dataset spec; any other file is read
+    again. So a stale, lost or concurrently overwritten index costs time, never correctness.
+    """
+
+    def __init__(self, folder: Path, dataset_json: str) -> None:
+        self.path = folder / INDEX_FILE
+        self.reader = hashlib.sha256(f"{INDEX_VERSION}|{dataset_json}".encode()).hexdigest()[:16]
+
+    def load(self) -> dict[str, FileFacts]:
+        try:
+            stored = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(stored, dict) or stored.get("reader") != self.reader:
+            return {}
+        entries: dict[str, FileFacts] = {}
+        for name, raw in dict(stored.get("files", {})).items():
+            try:
+                entries[str(name)] = FileFacts.from_json(raw)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue  # one damaged entry: that file is read again
+        return entries
+
+    def update(self, facts: Mapping[str, FileFacts]) -> None:
+        """Merge `facts` into the stored index and forget files that are gone (atomic, best effort)."""
+        entries = {**self.load(), **facts}
+        folder = self.path.parent
+        kept = {
+            name: entries[name]
+            for name in sorted(entries)
+            if name in facts or (folder / name).exists()
+        }
+        document = {
+            "version": INDEX_VERSION,
+            "reader": self.reader,
+            "files": {name: f.to_json() for name, f in kept.items()},
+        }
+        try:
+            write_json_atomic(document, self.path)
+        except OSError as exc:
+            # A read-only folder only costs speed: the next run reads the files again.
+            log.warning("landing index %s not written: %s", self.path, exc)
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Facts of a folder's files, and the rows of those read whole on the way."""
+
+    facts: dict[str, FileFacts]
+    loaded: dict[str, LandedFile] = field(default_factory=dict)
+    # Files read whole because the index had no fresh entry for them.
+    examined: list[str] = field(default_factory=list)
+    # Files left for later because the time budget ran out.
+    unexamined: list[str] = field(default_factory=list)
 
 
 class LandingFolderSource(DataSource):
-    """Parquet and CSV files dropped into a folder; rows go to the UTC day of their event time."""
+    """Parquet and CSV files (compressed ones too) dropped into a folder; rows go to the UTC day
+    of their event time."""
 
     folder: str
 
-    def landed_files(self) -> list[Path]:
-        """Landing files, in name order; a file that resolves outside the folder is refused."""
+    @property
+    def index(self) -> LandingIndex:
+        return LandingIndex(Path(self.folder), self.dataset_spec)
+
+    def scan_folder(self) -> tuple[list[Path], list[str]]:
+        """The landing files (name order) and the visible files in no landing format, from one
+        listing. A landing file that resolves outside the folder is refused."""
         root = Path(self.folder)
         if not root.is_dir():
-            return []
+            return [], []
         resolved_root = root.resolve()
-        files = []
-        # Hidden files are uploads in progress (and our own temp files), not deliveries.
-        for path in sorted(root.iterdir()):
-            if path.name.startswith(".") or path.suffix not in LANDING_SUFFIXES:
+        files: list[Path] = []
+        unsupported: list[str] = []
+        with os.scandir(root) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        for entry in entries:
+            # Hidden files are uploads in progress (and our index and temp files), not deliveries.
+            if entry.name.startswith("."):
                 continue
-            target = path.resolve()
-            if not target.is_relative_to(resolved_root):
-                raise UnreadableFileError(
-                    f"{path}: resolves to {target}, outside the landing folder {resolved_root}; "
-                    "expected a regular file inside it"
-                )
-            if target.is_file():
+            if landing_format(entry.name) is None:
+                if entry.is_file():
+                    unsupported.append(entry.name)
+                continue
+            path = root / entry.name
+            if entry.is_symlink():
+                # Only a link can lead out of the folder: resolve those alone (a stat per file).
+                target = path.resolve()
+                if not target.is_relative_to(resolved_root):
+                    raise UnreadableFileError(
+                        f"{path}: resolves to {target}, outside the landing folder {resolved_root}; "
+                        "expected a regular file inside it"
+                    )
+            if entry.is_file():
                 files.append(path)
-        return files
+        return files, unsupported
+
+    def landed_files(self) -> list[Path]:
+        """Landing files, in name order; a file that resolves outside the folder is refused."""
+        return self.scan_folder()[0]
+
+    def unsupported_files(self) -> list[str]:
+        """Visible files tabml does not read (not parquet or CSV), so they are named, not ignored."""
+        return self.scan_folder()[1]
+
+    def survey(
+        self,
+        paths: Sequence[Path],
+        keep_rows_for: Collection[str] = (),
+        deadline: float | None = None,
+    ) -> Survey:
+        """Facts of `paths`: from the index where it is fresh, else by reading the file (and
+        recording it). Rows of files read that touch a day of `keep_rows_for` are kept, so they
+        are not read twice; files past `deadline` (time.monotonic) are left for later."""
+        stored = self.index.load()
+        facts: dict[str, FileFacts] = {}
+        fresh: dict[str, FileFacts] = {}
+        loaded: dict[str, LandedFile] = {}
+        unexamined: list[str] = []
+        for path in paths:
+            try:
+                fingerprint = file_fingerprint(path)
+            except FileNotFoundError:
+                continue  # removed since the folder was listed
+            known = stored.get(path.name)
+            if known is not None and known.fingerprint == fingerprint:
+                facts[path.name] = known
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                unexamined.append(path.name)
+                continue
+            if path.stat().st_size <= FULL_READ_BYTES:
+                found, landed = examine_landed_file(path, self.dataset)
+            else:
+                found, landed = skim_landed_file(path, self.dataset), None
+            if not found.days_known and known is not None and known.event_days:
+                # A file whose event times cannot be read now still holds back the days its
+                # earlier content fed: storing them without it would drop its rows.
+                found = dataclasses.replace(found, event_days=known.event_days)
+            facts[path.name] = fresh[path.name] = found
+            if landed is not None and any(found.touches(day) for day in keep_rows_for):
+                loaded[path.name] = landed
+        if fresh:
+            self.index.update(fresh)
+        return Survey(facts, loaded, list(fresh), unexamined)
 
     def land_days(self, days: Sequence[dt.date], now: dt.datetime) -> dict[dt.date, LandedDay]:
-        wanted = set(days)
-        parts: dict[dt.date, list[pd.DataFrame]] = {day: [] for day in days}
-        files_per_day: dict[dt.date, list[str]] = {day: [] for day in days}
+        """Each day's rows from the files that touch it; the other files are not read."""
+        dataset = self.dataset
+        keys = {day: day.isoformat() for day in days}
+        paths, unsupported = self.scan_folder()
+        survey = self.survey(paths, keep_rows_for=set(keys.values()))
+        parts: dict[str, list[pd.DataFrame]] = {key: [] for key in keys.values()}
+        used: dict[str, dict[str, FileFacts]] = {key: {} for key in keys.values()}
+        blocking: dict[str, dict[str, str]] = {key: {} for key in keys.values()}
+        set_aside: dict[str, str] = {}
         ignored: dict[str, list[str]] = {}
         empty: list[str] = []
-        # Each file is read once for the whole range of days.
-        for path in self.landed_files():
-            landed = load_landed_file(path, self.dataset)
-            if landed.empty:
+        read = set(survey.examined)
+        for path in paths:
+            facts = survey.facts.get(path.name)
+            if facts is None:
+                continue
+            if facts.empty:
                 empty.append(path.name)
+                continue
+            touched = [key for key in keys.values() if facts.touches(key)]
+            if facts.error is not None:
+                set_aside[path.name] = facts.error
+                for key in touched:
+                    blocking[key][path.name] = facts.error
+                continue
+            if not touched:
+                continue
+            read.add(path.name)
+            try:
+                landed = survey.loaded.get(path.name) or load_landed_file(path, dataset)
+            except UnreadableFileError as exc:
+                # A skimmed file whose other columns cannot be used: its days wait for it.
+                self.index.update({path.name: dataclasses.replace(facts, error=str(exc))})
+                set_aside[path.name] = str(exc)
+                for key in touched:
+                    blocking[key][path.name] = str(exc)
                 continue
             if landed.ignored_columns:
                 ignored[path.name] = landed.ignored_columns
-            row_days = home_days(landed.rows, self.dataset.event_time, now)
-            for day in wanted.intersection(row_days.unique()):
-                parts[day].append(landed.rows[(row_days == day).to_numpy()])
-                files_per_day[day].append(path.name)
+            for key in touched:
+                parts[key].append(
+                    landed.rows[rows_of_day(landed.rows, dataset.event_time, key, facts.main_day)]
+                )
+                used[key][path.name] = facts
         landed_days = {}
-        for day in days:
-            rows = pd.concat(parts[day], ignore_index=True) if parts[day] else empty_unvalidated_rows(self.dataset)
-            touched = files_per_day[day]
+        for day, key in keys.items():
+            rows = (
+                pd.concat(parts[key], ignore_index=True)
+                if parts[key]
+                else empty_unvalidated_rows(dataset)
+            )
             landed_days[day] = LandedDay(
                 rows=rows,
-                files=touched,
-                ignored_columns={f: c for f, c in ignored.items() if f in touched},
+                files=sorted(used[key]),
+                ignored_columns={f: c for f, c in ignored.items() if f in used[key]},
                 empty_files=list(empty),
+                file_facts=used[key],
+                blocking_files=blocking[key],
+                set_aside_files=dict(set_aside),
+                unsupported_files=unsupported,
+                files_read=sorted(read),
+                files_in_folder=len(paths),
             )
         return landed_days
 
     def read_day(self, day: dt.date) -> pd.DataFrame:
         """Every landed row for `day`, unvalidated (raw_data validates and quarantines)."""
-        now = dt.datetime.now(dt.UTC)
-        return self.land_days([day], now)[day].rows[raw_columns(self.dataset)].reset_index(drop=True)
+        landed = self.land_days([day], dt.datetime.now(dt.UTC))[day]
+        if landed.blocking_files:
+            name, reason = next(iter(landed.blocking_files.items()))
+            raise UnreadableFileError(reason if name in reason else f"{name}: {reason}")
+        return landed.rows[raw_columns(self.dataset)].reset_index(drop=True)
 
     def describe(self) -> str:
         return f"landing folder {self.folder}"
 
 
 def land_demo_files(
-    folder: Path, days: list[dt.date], rows_per_day: int, demo_rows: Callable[[dt.date, int], pd.DataFrame]
+    folder: Path,
+    days: list[dt.date],
+    rows_per_day: int,
+    demo_rows: Callable[[dt.date, int], pd.DataFrame],
 ) -> list[Path]:
     """Drop one parquet file of the project's demo rows per day into `folder`, as an upstream system would."""
     written = []

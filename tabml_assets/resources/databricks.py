@@ -10,19 +10,41 @@ run in process, so asset code never branches on the deployment.
 Host and credentials are never in config: the launcher reads them from the environment of the
 process that launches the step (`{"env": ...}`, Dagster's run-config form of EnvVar), and the
 remote step gets them from the profile's secret scope.
+
+`TabmlStepLauncher` is dagster-databricks' launcher with two changes to how a remote step ends:
+a remote step that cannot build its resources becomes one step failure naming the cause (the
+stock launcher replays the remote RESOURCE_INIT_FAILURE, which the multiprocess executor takes
+for its own worker's and retries while the first attempt still runs), and a failed Databricks
+run names the task's error instead of "see run output".
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from dagster import ResourceDefinition
+from dagster import (
+    DagsterEvent,
+    Failure,
+    InitResourceContext,
+    ResourceDefinition,
+    RetryPolicy,
+    RetryRequested,
+    resource,
+)
+from dagster._core.execution.context.system import StepExecutionContext
+from dagster._utils.error import SerializableErrorInfo
 from dagster_databricks import databricks_pyspark_step_launcher
+from dagster_databricks.databricks import DatabricksError
+from dagster_databricks.databricks_pyspark_step_launcher import DatabricksPySparkStepLauncher
 
 import tabml_assets
+from tabml_assets.resources.retries import is_transient_error_info
 from tabml_assets.spec import ClusterProfile, DatabricksProfile, LoadedSpec
 
 HOST_ENV = "DATABRICKS_HOST"
@@ -183,6 +205,168 @@ def step_launcher_config(spec: LoadedSpec) -> dict[str, Any]:
     return config
 
 
+def secret_sources(secrets_to_env_variables: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """Environment variable -> where the cluster gets it (`secret databricks-token of scope x`)."""
+    return {
+        entry["name"]: f"secret `{entry['key']}` of scope `{entry['scope']}`"
+        for entry in secrets_to_env_variables
+    }
+
+
+def _where_set(name: str, sources: Mapping[str, str]) -> str:
+    remote = f"on the cluster it is exported from {sources[name]}" if name in sources else (
+        "on the cluster it must come from `databricks.secrets` in the profile"
+    )
+    return f"where Dagster runs, set {name} in the environment; {remote}"
+
+
+def credential_problems(config: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """What is missing or malformed in the launcher's resolved host and credentials.
+
+    Names only, never values: a misplaced token must not end up in an event log.
+    """
+    sources = secret_sources(config.get("secrets_to_env_variables") or [])
+    problems: list[str] = []
+    host = (config.get("databricks_host") or "").strip()
+    parts = urlsplit(host)
+    if not host:
+        problems.append(f"{HOST_ENV} is empty ({_where_set(HOST_ENV, sources)})")
+    elif parts.scheme not in ("http", "https") or not parts.hostname or " " in host:
+        problems.append(
+            f"{HOST_ENV}: expected a workspace URL such as https://dbc-1234.cloud.databricks.com, "
+            f"found a value of {len(host)} characters that is not an http(s) URL "
+            f"({_where_set(HOST_ENV, sources)})"
+        )
+    token = config.get("databricks_token")
+    if token is not None:
+        needed = [] if token.strip() else [TOKEN_ENV]
+    else:
+        # oauth_m2m: databricks-sdk reads the service principal from the environment itself.
+        needed = [name for name in (CLIENT_ID_ENV, CLIENT_SECRET_ENV) if not environ.get(name, "").strip()]
+    problems.extend(f"{name} is empty or unset ({_where_set(name, sources)})" for name in needed)
+    return problems
+
+
+def remote_start_failure(
+    step_key: str,
+    databricks_run_id: int,
+    error: SerializableErrorInfo,
+    secrets: Sequence[Mapping[str, str]],
+    retry_policy: RetryPolicy | None,
+    previous_attempts: int,
+) -> Failure | RetryRequested:
+    """What a step whose remote process could not build its resources raises, once its run ended.
+
+    Permanent causes (an empty secret, a host that is not a URL, a bad profile) fail the step
+    at once; transient ones (the network) retry under the step's own RetryPolicy, one attempt
+    after the other, since this one has ended.
+    """
+    chain = _error_chain(error)
+    cause = "; caused by ".join(_first_line(link.message) for link in chain)
+    exported = ", ".join(f"{name} from {where}" for name, where in secret_sources(secrets).items())
+    description = (
+        f"{step_key}: the remote step (Databricks run {databricks_run_id}) could not build its "
+        f"resources on the cluster, so the step never ran: {cause}. The cluster builds them from "
+        f"the launcher's env_variables and the secrets it exports ({exported or 'none'}): a "
+        "missing or empty secret, or a wrong host, fails here."
+    )
+    if is_transient_error_info(error) and retry_policy is not None and retry_policy.max_retries > 0:
+        retry = RetryRequested(
+            max_retries=retry_policy.max_retries,
+            seconds_to_wait=retry_policy.calculate_delay(previous_attempts + 1),
+        )
+        retry.__cause__ = RemoteStepStartError(description)
+        return retry
+    return Failure(
+        description=f"{description} Not retried: fix the secret scope or the profile, then run again.",
+        metadata={"databricks_run_id": databricks_run_id},
+        allow_retries=False,
+    )
+
+
+class RemoteStepStartError(Exception):
+    """A remote step that could not build its resources (the cause of a retry)."""
+
+
+def _error_chain(error: SerializableErrorInfo) -> list[SerializableErrorInfo]:
+    chain: list[SerializableErrorInfo] = []
+    current: SerializableErrorInfo | None = error
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.cause or current.context
+    return chain
+
+
+def _first_line(message: str) -> str:
+    """`dagster._core.errors.X: text` -> `X: text`, first line only."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    name, sep, rest = line.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}{sep}{rest}" if sep and " " not in name else line
+
+
+class TabmlStepLauncher(DatabricksPySparkStepLauncher):
+    """dagster-databricks' step launcher, ending remote start failures and failed runs cleanly."""
+
+    def step_events_iterator(
+        self, step_context: StepExecutionContext, step_key: str, databricks_run_id: int
+    ) -> Iterator[DagsterEvent]:
+        start_failure: SerializableErrorInfo | None = None
+        try:
+            for event in super().step_events_iterator(step_context, step_key, databricks_run_id):
+                if event.is_resource_init_failure:
+                    # Already in the run's event log, where it shows the cluster's error. Passed
+                    # on, the multiprocess executor would take it for its own step worker's and
+                    # start a retry while this attempt still waits for its Databricks run.
+                    start_failure = event.engine_event_data.error
+                    continue
+                yield event
+        except DatabricksError as exc:
+            if start_failure is None:
+                raise self._failed_run(databricks_run_id, exc) from exc
+        if start_failure is not None:
+            raise remote_start_failure(
+                step_key,
+                databricks_run_id,
+                start_failure,
+                self.secrets,
+                step_context.op_retry_policy,
+                step_context.previous_attempt_count,
+            )
+
+    def _failed_run(self, databricks_run_id: int, exc: DatabricksError) -> Failure:
+        error = self.task_error(databricks_run_id)
+        return Failure(
+            description=f"{exc}" + (f" The task's error: {error}" if error else ""),
+            metadata={"databricks_run_id": databricks_run_id},
+        )
+
+    def task_error(self, databricks_run_id: int) -> str | None:
+        """The error Databricks recorded for the run's task, e.g. a secret that does not exist."""
+        jobs = self.databricks_runner.client.workspace_client.jobs
+        try:
+            run = jobs.get_run(databricks_run_id)
+            # A submitted run has one task; its output lives under the task's own run id.
+            task_run_id = run.tasks[0].run_id if run.tasks and run.tasks[0].run_id else databricks_run_id
+            return jobs.get_run_output(task_run_id).error
+        except Exception:
+            # Only detail for a failure that is reported either way.
+            return None
+
+
+@resource(config_schema=databricks_pyspark_step_launcher.config_schema)
+def tabml_step_launcher(context: InitResourceContext) -> TabmlStepLauncher:
+    """Runs heavy steps as Databricks one-time runs; refuses empty or malformed credentials first.
+
+    The cluster re-creates this resource for each remote step, so an empty secret there fails
+    with the name of the secret, not databricks-sdk's "cannot configure default credentials".
+    """
+    config = context.resource_config
+    problems = credential_problems(config, os.environ)
+    if problems:
+        raise DatabricksConfigError("step_launcher: " + "; ".join(problems))
+    return TabmlStepLauncher(**config)
+
+
 def build_step_launcher(spec: LoadedSpec) -> ResourceDefinition:
     """The staging/prod `step_launcher` resource: heavy steps run as Databricks one-time runs."""
-    return databricks_pyspark_step_launcher.configured(step_launcher_config(spec))
+    return tabml_step_launcher.configured(step_launcher_config(spec))

@@ -3,7 +3,8 @@
 dev/test use a local `sqlite:///` store; staging/prod use Databricks tracking and the Unity
 Catalog registry (`databricks-uc`, three-level model names). Every MLflow run tabml opens is
 closed in the same step: FINISHED on success, FAILED on any exception, so no run is left
-RUNNING after a failed step, a subset run or `materialize()`.
+RUNNING after a failed step, a subset run or `materialize()`. A worker killed mid-step cannot
+close its run; the next run of that asset and partition ends it as KILLED.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import mlflow.sklearn
 import pandas as pd
 from dagster import ConfigurableResource
 from mlflow.entities import RunStatus
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -29,6 +31,11 @@ from tabml_assets.resources.retries import fail_fast_unless_transient
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Tags every tabml run carries (assets/training.py run_tags): which asset partition it records.
+ASSET_KEY_TAG = "dagster.asset_key"
+PARTITION_KEY_TAG = "dagster.partition_key"
+DAGSTER_RUN_TAG = "dagster.run_id"
+ENDED_BY_TAG = "tabml.ended_by"
 
 # The fluent MLflow API keeps its URIs and active run in process globals; steps that share a
 # process (in-process executor, tests) take turns.
@@ -114,12 +121,16 @@ class ModelRegistry(ConfigurableResource):
 
     @contextmanager
     def run(self, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-        """Open an MLflow run and close it whatever happens: FINISHED, or FAILED on error."""
+        """Open an MLflow run and close it whatever happens: FINISHED, or FAILED on error.
+
+        Runs a dead worker left RUNNING for the same asset partition are ended first (KILLED).
+        """
         with _FLUENT_LOCK:
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.registry_uri)
             with fail_fast_unless_transient(f"MLflow at {self.tracking_uri}: start run {run_name!r}"):
                 experiment_id = self.experiment_id()
+                self.end_orphaned_runs(experiment_id, tags)
                 active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
             try:
                 yield active
@@ -128,6 +139,34 @@ class ModelRegistry(ConfigurableResource):
                 raise
             else:
                 mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+    def end_orphaned_runs(self, experiment_id: str, tags: dict[str, str]) -> list[str]:
+        """End as KILLED the RUNNING runs of the asset partition `tags` names; return their ids.
+
+        Two runs of one asset partition never overlap: the run queue holds one Dagster run per
+        partition, and a step's retries follow each other. So a run of that partition still
+        RUNNING when the next one starts was opened by a worker that died before it could close
+        it (kill -9, OOM, a lost machine). Runs without asset and partition tags are left alone.
+        """
+        asset, partition = tags.get(ASSET_KEY_TAG), tags.get(PARTITION_KEY_TAG)
+        # Asset and partition keys never hold quotes; MLflow's filter could not match one anyway.
+        if not asset or not partition or "'" in asset + partition:
+            return []
+        client = self.client()
+        orphans = client.search_runs(
+            [experiment_id],
+            filter_string=(
+                "attributes.status = 'RUNNING' "
+                f"and tags.`{ASSET_KEY_TAG}` = '{asset}' "
+                f"and tags.`{PARTITION_KEY_TAG}` = '{partition}'"
+            ),
+            max_results=100,
+        )
+        ended_by = f"dagster run {tags.get(DAGSTER_RUN_TAG, '?')}: found RUNNING, its worker gone"
+        for orphan in orphans:
+            client.set_tag(orphan.info.run_id, ENDED_BY_TAG, ended_by)
+            client.set_terminated(orphan.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        return [orphan.info.run_id for orphan in orphans]
 
     def log_and_register(
         self, model: Pipeline, input_example: pd.DataFrame, predictions: Any
@@ -186,3 +225,44 @@ class ModelRegistry(ConfigurableResource):
         with fail_fast_unless_transient(f"MLflow: log metrics to run {run_id}"):
             for name, value in metrics.items():
                 client.log_metric(run_id, name, value)
+
+    # --- the champion's life: version facts, tags, aliases and audit records ----------------
+
+    def model_version(self, version: str) -> ModelVersion | None:
+        """A registered version with its tags, or None when the model has no such version."""
+        with fail_fast_unless_transient(f"MLflow: look up version {version} of {self.model_name!r}"):
+            try:
+                return self.client().get_model_version(self.model_name, str(version))
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                    return None
+                raise
+
+    def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        with fail_fast_unless_transient(f"MLflow: tag version {version} of {self.model_name!r}"):
+            for key, value in tags.items():
+                self.client().set_model_version_tag(self.model_name, str(version), key, value)
+
+    def delete_alias(self, alias: str) -> None:
+        with fail_fast_unless_transient(f"MLflow: delete alias {alias!r} of {self.model_name!r}"):
+            self.client().delete_registered_model_alias(self.model_name, alias)
+
+    def run_tags_of(self, run_id: str) -> dict[str, str]:
+        """The tags of an MLflow run (a version's training run holds its training window)."""
+        with fail_fast_unless_transient(f"MLflow: read run {run_id}"):
+            return dict(self.client().get_run(run_id).data.tags)
+
+    def audit_records(self, kind: str) -> list[dict[str, str]]:
+        """Tags of every audit run of `kind` in the experiment (tag `tabml.audit`), oldest first."""
+        with fail_fast_unless_transient(f"MLflow: search {kind} audit records of {self.model_name!r}"):
+            experiment = self.client().get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                return []
+            runs = self.client().search_runs(
+                [experiment.experiment_id],
+                # FAILED records are attempts that changed nothing.
+                filter_string=f"tags.`tabml.audit` = '{kind}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time ASC"],
+                max_results=10_000,
+            )
+        return [dict(run.data.tags) for run in runs]

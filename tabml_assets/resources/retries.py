@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy
+from dagster._utils.error import SerializableErrorInfo
 
 from tabml_assets.spec import RetrySpec
 
@@ -91,6 +92,25 @@ def _is_transient_one(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     """True for errors that may go away by themselves: network trouble, throttling, a 5xx."""
     return any(_is_transient_one(link) for link in _exception_chain(exc))
+
+
+# Builtin subclasses of ConnectionError and TimeoutError, which a recorded error names only.
+_TRANSIENT_BUILTIN_NAMES = frozenset(
+    {"ConnectionRefusedError", "ConnectionResetError", "ConnectionAbortedError", "BrokenPipeError"}
+)
+
+
+def is_transient_error_info(error: SerializableErrorInfo) -> bool:
+    """`is_transient` for an error recorded in another process (a remote step's event)."""
+    names = TRANSIENT_EXCEPTION_NAMES | _TRANSIENT_BUILTIN_NAMES
+    current: SerializableErrorInfo | None = error
+    for _ in range(_MAX_CHAIN):
+        if current is None:
+            return False
+        if current.cls_name in names or any(code in current.message for code in TRANSIENT_ERROR_CODES):
+            return True
+        current = current.cause or current.context
+    return False
 
 
 @contextmanager

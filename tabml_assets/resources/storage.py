@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from dagster import (
     TableColumn,
     TableSchema,
 )
+
+from tabml_assets.processes import host_name, process_alive_since
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -69,13 +72,72 @@ def safe_segment(value: str, what: str) -> str:
     return value
 
 
+# Temporary files (and Spark output folders) are named .<target>.<host>.<pid>.<random>.tmp, so a
+# later writer can tell whether the process that made one is still working on it.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.(?P<token>[^.]+)\.tmp$")
+# Names of earlier versions, without host and pid: mkstemp's 8 characters, or a Spark folder.
+_LEGACY_TEMP_NAME = re.compile(
+    r"^\.(?P<target>.+\.(?:parquet|json|html))\.(?:[a-z0-9_]{8}|spark-[0-9a-f]{32})\.tmp$"
+)
+# A temporary file from another machine (a Databricks driver, another container) cannot be
+# checked for its writer; one untouched for a day, on a daily pipeline, has none.
+STALE_TEMP_AGE_SECONDS = 24 * 3600
+
+
+def temp_prefix(path: Path) -> str:
+    """The start of a temporary name beside `path`, naming this machine and process."""
+    return f".{path.name}.{host_name()}.{os.getpid()}."
+
+
+def is_stale_temp(entry: Path, now: float, max_age_seconds: float = STALE_TEMP_AGE_SECONDS) -> bool:
+    """True for a temporary file or folder of ours whose writer is gone.
+
+    Its writer is gone when it was this machine's process and that process no longer runs (or
+    its pid now belongs to a younger process), or, for another machine's or an unnamed writer,
+    when nothing touched it for `max_age_seconds`. Anything not named like our temporaries
+    (a user's own `.x.tmp`) is never stale.
+    """
+    named = _TEMP_NAME.match(entry.name)
+    if named is None and _LEGACY_TEMP_NAME.match(entry.name) is None:
+        return False
+    try:
+        modified = entry.stat().st_mtime
+    except FileNotFoundError:
+        return False  # its writer renamed or removed it meanwhile
+    if named is not None and named["host"] == host_name():
+        pid = int(named["pid"])
+        return pid != os.getpid() and not process_alive_since(pid, modified)
+    return now - modified > max_age_seconds
+
+
+def remove_stale_temp_files(folder: Path, max_age_seconds: float = STALE_TEMP_AGE_SECONDS) -> list[Path]:
+    """Remove the temporaries that killed writers left in `folder`; return what was removed."""
+    now = time.time()
+    removed: list[Path] = []
+    try:
+        entries = [Path(e.path) for e in os.scandir(folder) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not is_stale_temp(entry, now, max_age_seconds):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Write through `write(tmp_path)` into a temp file beside `path`, then rename into place.
 
-    A crash mid-write leaves the previous version of `path` untouched and readable.
+    A crash mid-write leaves the previous version of `path` untouched and readable. The temp
+    files that killed writers left in the folder are removed first, so they do not pile up.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -286,7 +348,7 @@ def spark_transform_parquet(
         # Nothing to distribute: the pandas path writes the empty file with the same schema.
         return stream_transform_parquet(source, target, transform, shared, batch_rows, summary)
     schema = schema_of_frame(transform(sample, **shared))
-    parts_dir = target.parent / f".{target.name}.spark-{uuid.uuid4().hex}.tmp"
+    parts_dir = target.parent / f"{temp_prefix(target)}spark-{uuid.uuid4().hex}.tmp"
     try:
         map_parquet_with_spark(session, str(source), str(parts_dir), transform, shared, schema)
         return compact_parquet_parts(parts_dir, target, schema, batch_rows, summary)
