@@ -293,11 +293,12 @@ def test_flights_run_end_to_end_as_a_classifier(tabml_home: Path, instance) -> N
         assert f"### {title}" in card, title
     assert card.count("data:image/png;base64,") >= 6
     assert "class prior" in card
-    checks = {
-        e.check_name: e.passed
-        for e in instance.get_latest_asset_check_evaluation_records(keys.evaluation_report)
-    } if hasattr(instance, "get_latest_asset_check_evaluation_records") else {}
-    assert checks == {} or checks.get("gate_roc_auc_min") is True
+    from dagster import AssetCheckKey
+
+    [gate_check] = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(keys.evaluation_report, "gate_roc_auc_min"), limit=1
+    )
+    assert gate_check.event.dagster_event.event_specific_data.passed is True
 
     scored = pd.read_parquet(store.partition_path(keys.batch_predictions, plan.scoring_day.isoformat()))
     assert len(scored) > 500
