@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export TABML_HOME DAGSTER_HOME
 
-.PHONY: install system-deps run seed test lint typecheck bench clean
+.PHONY: install system-deps run seed test test-fast lint typecheck bench clean
 
 # Debian packages the tests drive for real: PostgreSQL 15 (production instance test) and
 # Chromium (the UI test). Installed only where missing; CI runs as root, elsewhere via sudo.
@@ -52,8 +52,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy tabml_assets
 
+# One worker per core; worksteal keeps both busy when a long end-to-end test lands late.
+PYTEST_WORKERS ?= auto
 test: install system-deps lint typecheck
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist worksteal
+
+# The fast loop while editing: everything but the tests that start servers or browsers.
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -n $(PYTEST_WORKERS) --dist worksteal -m "not slow"
 
 bench: install
 	$(BIN)/python -m benchmarks.run
