@@ -35,9 +35,16 @@ from tabml_assets.ml.lifecycle import (
     ChampionChange,
     now_iso,
 )
+from tabml_assets.ml.records import (
+    BaselineScore,
+    ChampionRecord,
+    EvaluationRecord,
+    ScoredModel,
+    TrainedModel,
+)
 from tabml_assets.ml.shadow import shadow_promotion_verdict
 from tabml_assets.ml.training import labelled_rows, split_chronologically
-from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
+from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.storage import atomic_write_bytes, safe_segment
 from tabml_assets.spec import LoadedSpec
@@ -55,35 +62,18 @@ def ratio(value: float, base: float) -> float:
     return value / base if base else float("nan")
 
 
-def gate_verdict(evaluation_report: dict[str, Any]) -> str:
-    """The gate's verdict on the evaluated challenger, in one line for tags and the history."""
-    mode = evaluation_report["run_mode"]
-    checks = [g["check_name"] for g in evaluation_report["gate"]]
-    failed = [g["check_name"] for g in evaluation_report["gate"] if not g["passed"]]
-    if mode == "disabled":
-        return "not gated (validation.run_mode: disabled)"
-    if failed:
-        return f"failed {', '.join(failed)} ({mode}: promoted anyway)" if mode == "dry_run" else f"failed {', '.join(failed)}"
-    return f"passed {', '.join(checks)}" if checks else "passed (no criteria)"
-
-
-def window_of_version(evaluation_report: dict[str, Any]) -> str:
-    window = evaluation_report.get("training_window")
-    return f"{window[0]} .. {window[1]}" if window else "unknown"
-
-
-def champion_metadata(record: dict[str, Any]) -> dict[str, Any]:
+def champion_metadata(record: ChampionRecord) -> dict[str, Any]:
     """What champion_model shows: the champion after the step and how the decision went."""
     return {
-        "model_name": record["name"],
-        "model_version": record["version"] or "none",
-        "challenger_version": record["challenger_version"],
-        "promoted": record["promoted"],
-        "previous_champion_version": record["previous_version"] or "none",
-        "mlflow_run_id": record["run_id"] or "none",
-        "gate_verdict": record["gate"],
-        "gate_warnings": MetadataValue.json(record["gate_warnings"]),
-        **({"shadow_rule": record["shadow_rule"]} if record["shadow_rule"] else {}),
+        "model_name": record.name,
+        "model_version": record.version or "none",
+        "challenger_version": record.challenger_version,
+        "promoted": record.promoted,
+        "previous_champion_version": record.previous_version or "none",
+        "mlflow_run_id": record.run_id or "none",
+        "gate_verdict": record.gate,
+        "gate_warnings": MetadataValue.json(list(record.gate_warnings)),
+        **({"shadow_rule": record.shadow_rule} if record.shadow_rule else {}),
     }
 
 
@@ -98,7 +88,7 @@ def launched_by(tags: Mapping[str, str]) -> str:
 def promote(
     context: AssetExecutionContext,
     registry: ModelRegistry,
-    challenger: dict[str, Any],
+    challenger: ScoredModel,
     previous: str | None,
     gate: str,
     training_window: str,
@@ -107,15 +97,15 @@ def promote(
     at = now_iso()
 
     def apply() -> None:
-        registry.set_alias(CHAMPION, challenger["version"])
+        registry.set_alias(CHAMPION, challenger.version)
         registry.set_version_tags(
-            challenger["version"],
+            challenger.version,
             {PROMOTED_AT: at, PROMOTION_GATE: gate, **({PREVIOUS_CHAMPION: previous} if previous else {})},
         )
 
     change = ChampionChange(
         action=PROMOTION,
-        version=challenger["version"],
+        version=challenger.version,
         previous_version=previous,
         at=at,
         reason=f"passed the gate at {context.partition_key}",
@@ -160,15 +150,15 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
     @transient_errors_only
     def evaluation_report(
         context: AssetExecutionContext,
-        trained_model: dict[str, Any],
+        trained_model: TrainedModel,
         features: pd.DataFrame,
-    ) -> Iterator[Output[dict[str, Any]] | AssetCheckResult]:
+    ) -> Iterator[Output[EvaluationRecord] | AssetCheckResult]:
         """Challenger, champion and naive baseline scored on the same held-out test split."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         splits = split_chronologically(
             labelled_rows(features, pipeline.target_column), pipeline.split, pipeline.event_time
         )
-        challenger_ref = ModelVersionRef(**{k: v for k, v in trained_model["model"].items() if k != "uri"})
+        challenger_ref = trained_model.model
         champion_ref = model_registry.version_for_alias(CHAMPION)
         window = window_of(context)
         evaluation = evaluate_challenger(
@@ -202,16 +192,15 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
             challenger_ref.name, challenger_ref.version, "validation_status",
             ("passed" if gate_passed else "failed") if gated else "not_validated",
         )
-        record = {
-            "challenger": {**challenger_ref.as_dict(), "metrics": challenger},
-            "champion": {**champion_ref.as_dict(), "metrics": champion} if champion_ref else None,
-            "baseline": {"kind": evaluation.baseline, "metrics": baseline},
-            "test_rows": evaluation.test_rows,
-            "run_mode": validation.run_mode,
-            "gate": [g.as_dict() for g in gate],
-            "gate_passed": gate_passed,
-            "training_window": list(window),
-        }
+        record = EvaluationRecord(
+            challenger=ScoredModel.of(challenger_ref, challenger),
+            champion=ScoredModel.of(champion_ref, champion) if champion_ref and champion is not None else None,
+            baseline=BaselineScore(kind=evaluation.baseline, metrics=baseline),
+            test_rows=evaluation.test_rows,
+            run_mode=validation.run_mode,
+            gate=tuple(gate),
+            training_window=window,
+        )
         report_path = report_folder / f"{safe_segment(context.partition_key, 'partition key')}.html"
         atomic_write_bytes(report_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
         primary = pipeline.metric
@@ -260,24 +249,24 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
     )
     @transient_errors_only
     def champion_model(
-        context: AssetExecutionContext, evaluation_report: dict[str, Any]
-    ) -> Output[dict[str, Any]]:
+        context: AssetExecutionContext, evaluation_report: EvaluationRecord
+    ) -> Output[ChampionRecord]:
         """Moves the registry's `champion` alias to the evaluated challenger when the gate (and the shadow rule, if set) allows."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
-        challenger = evaluation_report["challenger"]
-        failed = [g["description"] for g in evaluation_report["gate"] if not g["passed"]]
+        challenger = evaluation_report.challenger
+        failed = [result.description for result in evaluation_report.failed]
         if blocking and failed:
             raise Failure(
                 description=(
-                    f"champion_model: version {challenger['version']} of {challenger['name']} "
+                    f"champion_model: version {challenger.version} of {challenger.name} "
                     f"was not promoted; the gate failed: " + "; ".join(failed)
                 ),
-                metadata={"model_version": challenger["version"]},
+                metadata={"model_version": challenger.version},
                 allow_retries=False,
             )
         previous = model_registry.version_for_alias(CHAMPION)
-        version, previous_version = challenger["version"], previous.version if previous else None
-        gate = gate_verdict(evaluation_report)
+        version, previous_version = challenger.version, previous.version if previous else None
+        gate = evaluation_report.verdict()
         shadow_rule = None
         waits = spec.pipeline.shadow.promote_after_days
         if gated and waits and previous_version not in (None, version):
@@ -287,25 +276,25 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         # dry_run reports the shadow rule as it reports the gate, and promotes.
         promoted = shadow_rule is None or shadow_rule.allowed or not blocking
         if promoted and previous_version != version:
-            promote(context, model_registry, challenger, previous_version, gate, window_of_version(evaluation_report))
+            promote(context, model_registry, challenger, previous_version, gate, evaluation_report.window_text())
         elif not promoted and shadow_rule is not None:
             # The challenger stays @challenger and is scored in shadow each day;
             # materializing this partition again promotes it once the evidence is there.
             context.log.info(f"champion_model: v{version} not promoted yet: {shadow_rule.description}")
         champion_version = version if promoted else previous_version
-        record = {
-            "name": challenger["name"],
+        record = ChampionRecord(
+            name=challenger.name,
             # The champion after this step: the challenger, or the one it did not replace yet.
-            "version": champion_version,
-            "run_id": challenger["run_id"] if promoted else (previous.run_id if previous else None),
-            "challenger_version": version,
-            "previous_version": previous_version,
-            "promoted": promoted,
-            "run_mode": evaluation_report["run_mode"],
-            "gate": gate,
-            "gate_warnings": failed,
-            "shadow_rule": shadow_rule.description if shadow_rule else None,
-        }
+            version=champion_version,
+            run_id=challenger.run_id if promoted else (previous.run_id if previous else None),
+            challenger_version=version,
+            previous_version=previous_version,
+            promoted=promoted,
+            run_mode=evaluation_report.run_mode,
+            gate=gate,
+            gate_warnings=tuple(failed),
+            shadow_rule=shadow_rule.description if shadow_rule else None,
+        )
         return Output(record, metadata={**champion_metadata(record), **history_metadata(model_registry)})
 
     return [evaluation_report, champion_model]

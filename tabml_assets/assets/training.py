@@ -22,6 +22,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
 from tabml_assets.assets.common import OWNERS, daily_partitions
+from tabml_assets.ml.records import TrainedModel, TrainingRows
 from tabml_assets.ml.training import (
     estimator_params,
     fit_model,
@@ -114,7 +115,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     @transient_errors_only
     def trained_model(
         context: AssetExecutionContext, features: pd.DataFrame
-    ) -> Output[dict[str, Any]]:
+    ) -> Output[TrainedModel]:
         """The spec's estimator fitted on the labelled rows of the training window, registered in MLflow as challenger."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         window = window_of(context)
@@ -142,14 +143,17 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             example = model_inputs(splits.train.head(5), pipeline)
             ref = model_registry.log_and_register(fit.model, example, fit.model.predict(example))
         model_registry.set_alias(CHALLENGER, ref.version)
-        record = {
-            "model": ref.as_dict(),
-            "window_start": window[0],
-            "window_end": window[1],
-            "rows": {"window": len(features), "labelled": len(labelled), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows, "fitted": fit.fitted_rows},
-            "train_metrics": fit.train_metrics,
-            "validation_metrics": fit.validation_metrics,
-        }
+        record = TrainedModel(
+            model=ref,
+            window_start=window[0],
+            window_end=window[1],
+            rows=TrainingRows(
+                window=len(features), labelled=len(labelled), train=fit.train_rows,
+                validation=fit.validation_rows, test=fit.test_rows, fitted=fit.fitted_rows,
+            ),
+            train_metrics=fit.train_metrics,
+            validation_metrics=fit.validation_metrics,
+        )
         metadata: dict[str, Any] = {
             "model_name": ref.name,
             "model_version": ref.version,

@@ -13,7 +13,6 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import mlflow
@@ -27,6 +26,8 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
+# ModelVersionRef lives with the records that carry it; imported from here as well.
+from tabml_assets.ml.records import ModelVersionRef
 from tabml_assets.resources.retries import fail_fast_unless_transient
 
 CHAMPION = "champion"
@@ -44,22 +45,6 @@ _FLUENT_LOCK = threading.RLock()
 warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
 _CLIENTS: dict[tuple[str, str], MlflowClient] = {}
 _MODEL_CACHE: dict[tuple[str, str, str], Pipeline] = {}
-
-
-@dataclass(frozen=True)
-class ModelVersionRef:
-    """A registered model version: what scoring loads and what metadata records."""
-
-    name: str
-    version: str
-    run_id: str | None  # None for a version registered without a run
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {**asdict(self), "uri": self.uri}
 
 
 def pip_requirements_for(model: Pipeline) -> list[str]:
