@@ -110,3 +110,24 @@ def test_a_record_that_does_not_fit_names_the_file_the_class_and_the_field(tmp_p
     message = str(failure.value)
     assert str(path) in message and "is not a valid EvaluationRecord" in message and "baseline" in message
     assert "materialize that partition again" in message
+
+
+def test_records_stored_before_the_classes_existed_load_unchanged() -> None:
+    # What trained_model and evaluation_report wrote as plain dicts (uri included).
+    trained = {
+        "model": {"name": "tabml_nyc_taxi", "version": "3", "run_id": "run-3", "uri": "models:/tabml_nyc_taxi/3"},
+        "window_start": "2026-03-01", "window_end": DAY,
+        "rows": {"window": 900, "labelled": 880, "train": 600, "validation": 140, "test": 140, "fitted": 740},
+        "train_metrics": {"rmse": 3.0}, "validation_metrics": {"rmse": 3.5},
+    }
+    assert TrainedModel.model_validate(trained).model == ModelVersionRef("tabml_nyc_taxi", "3", "run-3")
+    report = {
+        "challenger": {"name": "tabml_nyc_taxi", "version": "3", "run_id": "run-3", "uri": "models:/tabml_nyc_taxi/3", "metrics": {"rmse": 4.0}},
+        "champion": None,
+        "baseline": {"kind": "mean", "metrics": {"rmse": 9.0}},
+        "test_rows": 120, "run_mode": "enabled",
+        "gate": [gate_result("rmse_max", False).as_dict()],
+        "gate_passed": False, "training_window": ["2026-03-01", DAY],
+    }
+    loaded = EvaluationRecord.model_validate(report)
+    assert loaded.verdict() == "failed rmse_max" and loaded.challenger.ref.run_id == "run-3"

@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -121,19 +120,19 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
         window = window_of(context)
         labelled = labelled_rows(features, pipeline.target_column)
         splits = split_chronologically(labelled, pipeline.split, pipeline.event_time)
-        with model_registry.run(f"train {context.partition_key}", run_tags(context, window)):
+        with model_registry.run(f"train {context.partition_key}", run_tags(context, window)) as run:
             fit = fit_model(splits, pipeline, spec.steps)
-            mlflow.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
-            mlflow.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
-            mlflow.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
-            mlflow.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
-            mlflow.log_input(
+            run.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
+            run.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
+            run.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
+            run.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
+            run.log_input(
                 training_dataset(
                     fitted_rows(splits, pipeline), f"features[{window[0]}..{window[1]}]", features_location
                 ),
                 context="training",
             )
-            mlflow.set_tags(
+            run.set_tags(
                 {
                     "tabml.training_rows": str(fit.fitted_rows),
                     "tabml.window_rows": str(len(features)),
@@ -141,7 +140,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
                 }
             )
             example = model_inputs(splits.train.head(5), pipeline)
-            ref = model_registry.log_and_register(fit.model, example, fit.model.predict(example))
+            ref = model_registry.log_and_register(run, fit.model, example, fit.model.predict(example))
         model_registry.set_alias(CHALLENGER, ref.version)
         record = TrainedModel(
             model=ref,
