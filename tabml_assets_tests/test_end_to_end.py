@@ -64,6 +64,14 @@ def test_demo_graph_end_to_end(
     assert dataset_input.dataset.name == f"features[{plan.ingest_days[0]}..{plan.training_day}]"
     assert dataset_input.dataset.digest and "trip_distance" in dataset_input.dataset.schema
     assert str(data / "features") in dataset_input.dataset.source
+    # The evaluation run: each model's test metrics, the gate and the report, FINISHED.
+    evaluated = latest_metadata(instance, test_spec.keys.evaluation_report, plan.training_day.isoformat())
+    evaluation_run = client.get_run(evaluated["evaluation_mlflow_run_id"])
+    assert evaluation_run.info.status == "FINISHED" and evaluation_run.data.tags["tabml.gate"] == "passed"
+    assert evaluation_run.data.metrics["challenger_test_rmse"] == report["challenger"]["metrics"]["rmse"]
+    assert evaluation_run.data.metrics["baseline_test_rmse"] == report["baseline"]["metrics"]["rmse"]
+    assert {a.path for a in client.list_artifacts(evaluation_run.info.run_id)} == {"gate.json", "evaluation_report.html"}
+    assert champion.tags["validation_status"] == "passed"
 
     # One finite prediction per input row, and the partition names the model that scored it.
     scoring_key = plan.scoring_day.isoformat()

@@ -44,8 +44,8 @@ def register_champion(spec: LoadedSpec) -> ModelVersionRef:
     registry = build_model_registry(spec)
     model = fitted_model(spec)
     example = model_inputs(demo_features(spec, "2026-03-01", 5), spec.pipeline)
-    with registry.run("test champion", {"tabml.test": "scoring"}):
-        ref = registry.log_and_register(model, example, model.predict(example))
+    with registry.run("test champion", {"tabml.test": "scoring"}) as run:
+        ref = registry.log_and_register(run, model, example, model.predict(example))
     registry.set_alias(CHAMPION, ref.version)
     return ref
 

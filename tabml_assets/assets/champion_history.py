@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import mlflow
 from dagster import MetadataValue
 
 from tabml_assets.ml.lifecycle import (
@@ -47,7 +46,7 @@ def record_champion_change(
     name = f"{change.action} to v{change.version}"
     with registry.run(name, tags) as run:
         apply()
-        mlflow.log_dict(asdict(change), AUDIT_ARTIFACT)
+        run.log_dict(asdict(change), AUDIT_ARTIFACT)
         return run.info.run_id
 
 

@@ -1,11 +1,10 @@
 """evaluation_report and champion_model: the held-out evaluation, the gate and the promotion."""
 
 
-import math
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -25,8 +24,8 @@ from tabml_assets.assets.common import OWNERS, daily_partitions
 from tabml_assets.assets.shadow import shadow_evidence
 from tabml_assets.assets.training import run_tags, training_window_input, window_of
 from tabml_assets.ml import report
-from tabml_assets.ml.challenger import ModelUnderTest, evaluate_challenger
-from tabml_assets.ml.evaluation import gate_check_names
+from tabml_assets.ml.challenger import Evaluation, ModelUnderTest, evaluate_challenger
+from tabml_assets.ml.evaluation import GateResult, gate_check_names
 from tabml_assets.ml.lifecycle import (
     PREVIOUS_CHAMPION,
     PROMOTED_AT,
@@ -35,55 +34,113 @@ from tabml_assets.ml.lifecycle import (
     ChampionChange,
     now_iso,
 )
+from tabml_assets.ml.records import (
+    BaselineScore,
+    ChampionRecord,
+    EvaluationRecord,
+    ModelVersionRef,
+    ScoredModel,
+    TrainedModel,
+)
 from tabml_assets.ml.shadow import shadow_promotion_verdict
 from tabml_assets.ml.training import labelled_rows, split_chronologically
-from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
+from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, RecordedEvaluation
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.storage import atomic_write_bytes, safe_segment
 from tabml_assets.spec import LoadedSpec
 
 EVALUATION_CODE_VERSION = "4"
-REPORT_ARTIFACT = "evaluation_report.html"
-
-
-def finite(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow refuses NaN (e.g. ROC AUC of a test split with one class): leave those out."""
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
 def ratio(value: float, base: float) -> float:
     return value / base if base else float("nan")
 
 
-def gate_verdict(evaluation_report: dict[str, Any]) -> str:
-    """The gate's verdict on the evaluated challenger, in one line for tags and the history."""
-    mode = evaluation_report["run_mode"]
-    checks = [g["check_name"] for g in evaluation_report["gate"]]
-    failed = [g["check_name"] for g in evaluation_report["gate"] if not g["passed"]]
-    if mode == "disabled":
-        return "not gated (validation.run_mode: disabled)"
-    if failed:
-        return f"failed {', '.join(failed)} ({mode}: promoted anyway)" if mode == "dry_run" else f"failed {', '.join(failed)}"
-    return f"passed {', '.join(checks)}" if checks else "passed (no criteria)"
+def validation_status(run_mode: str, gate_passed: bool) -> str:
+    """The `validation_status` tag of the evaluated version."""
+    if run_mode == "disabled":
+        return "not_validated"
+    return "passed" if gate_passed else "failed"
 
 
-def window_of_version(evaluation_report: dict[str, Any]) -> str:
-    window = evaluation_report.get("training_window")
-    return f"{window[0]} .. {window[1]}" if window else "unknown"
+def evaluation_record(
+    evaluation: Evaluation,
+    challenger: ModelVersionRef,
+    champion: ModelVersionRef | None,
+    run_mode: str,
+    window: tuple[str, str],
+) -> EvaluationRecord:
+    """What evaluation_report hands to champion_model."""
+    return EvaluationRecord(
+        challenger=ScoredModel.of(challenger, evaluation.challenger),
+        champion=ScoredModel.of(champion, evaluation.champion)
+        if champion is not None and evaluation.champion is not None
+        else None,
+        baseline=BaselineScore(kind=evaluation.baseline, metrics=evaluation.baseline_metrics),
+        test_rows=evaluation.test_rows,
+        run_mode=run_mode,
+        gate=tuple(evaluation.gate),
+        training_window=window,
+    )
 
 
-def champion_metadata(record: dict[str, Any]) -> dict[str, Any]:
+def evaluation_metadata(
+    evaluation: Evaluation, record: EvaluationRecord, primary: str, report_path: Path, recorded: RecordedEvaluation
+) -> dict[str, Any]:
+    """What evaluation_report shows: the scores, the step card, the report and the MLflow run."""
+    card = evaluation.card
+    challenger, champion = evaluation.challenger, evaluation.champion
+    baseline = evaluation.baseline_metrics
+    return {
+        # Short enough for the UI to show inline; the step card opens from its row.
+        "metrics": MetadataValue.md(report.metrics_table(card.scores, card.higher_is_better)),
+        "step_card": MetadataValue.md(report.step_card_markdown(card)),
+        "report_html": MetadataValue.path(str(report_path)),
+        "report_mlflow_artifact": MetadataValue.text(recorded.report_uri),
+        "evaluation_mlflow_run_id": recorded.run_id,
+        "challenger_version": record.challenger.version,
+        "champion_version": record.champion.version if record.champion else "none",
+        f"{primary}_vs_baseline": MetadataValue.float(ratio(challenger[primary], baseline[primary])),
+        "gate_passed": evaluation.gate_passed,
+        "test_rows": MetadataValue.int(evaluation.test_rows),
+        **{f"challenger_{k}": MetadataValue.float(v) for k, v in challenger.items()},
+        **{f"baseline_{k}": MetadataValue.float(v) for k, v in baseline.items()},
+        **({f"champion_{k}": MetadataValue.float(v) for k, v in champion.items()} if champion else {}),
+    }
+
+
+def gate_check_results(gate: list[GateResult], blocking: bool, run_mode: str) -> list[AssetCheckResult]:
+    """One asset check result per gate criterion: ERROR when the gate blocks, else WARN."""
+    return [
+        AssetCheckResult(
+            check_name=f"gate_{result.check_name}",
+            passed=result.passed,
+            severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
+            description=result.description,
+            metadata={
+                "metric": result.metric,
+                "value": MetadataValue.float(result.value),
+                "threshold": MetadataValue.float(result.threshold),
+                "comparison": result.comparison,
+                "run_mode": run_mode,
+            },
+        )
+        for result in gate
+    ]
+
+
+def champion_metadata(record: ChampionRecord) -> dict[str, Any]:
     """What champion_model shows: the champion after the step and how the decision went."""
     return {
-        "model_name": record["name"],
-        "model_version": record["version"] or "none",
-        "challenger_version": record["challenger_version"],
-        "promoted": record["promoted"],
-        "previous_champion_version": record["previous_version"] or "none",
-        "mlflow_run_id": record["run_id"] or "none",
-        "gate_verdict": record["gate"],
-        "gate_warnings": MetadataValue.json(record["gate_warnings"]),
-        **({"shadow_rule": record["shadow_rule"]} if record["shadow_rule"] else {}),
+        "model_name": record.name,
+        "model_version": record.version or "none",
+        "challenger_version": record.challenger_version,
+        "promoted": record.promoted,
+        "previous_champion_version": record.previous_version or "none",
+        "mlflow_run_id": record.run_id or "none",
+        "gate_verdict": record.gate,
+        "gate_warnings": MetadataValue.json(list(record.gate_warnings)),
+        **({"shadow_rule": record.shadow_rule} if record.shadow_rule else {}),
     }
 
 
@@ -98,7 +155,7 @@ def launched_by(tags: Mapping[str, str]) -> str:
 def promote(
     context: AssetExecutionContext,
     registry: ModelRegistry,
-    challenger: dict[str, Any],
+    challenger: ScoredModel,
     previous: str | None,
     gate: str,
     training_window: str,
@@ -107,15 +164,15 @@ def promote(
     at = now_iso()
 
     def apply() -> None:
-        registry.set_alias(CHAMPION, challenger["version"])
+        registry.set_alias(CHAMPION, challenger.version)
         registry.set_version_tags(
-            challenger["version"],
+            challenger.version,
             {PROMOTED_AT: at, PROMOTION_GATE: gate, **({PREVIOUS_CHAMPION: previous} if previous else {})},
         )
 
     change = ChampionChange(
         action=PROMOTION,
-        version=challenger["version"],
+        version=challenger.version,
         previous_version=previous,
         at=at,
         reason=f"passed the gate at {context.partition_key}",
@@ -160,16 +217,15 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
     @transient_errors_only
     def evaluation_report(
         context: AssetExecutionContext,
-        trained_model: dict[str, Any],
+        trained_model: TrainedModel,
         features: pd.DataFrame,
-    ) -> Iterator[Output[dict[str, Any]] | AssetCheckResult]:
+    ) -> Iterator[Output[EvaluationRecord] | AssetCheckResult]:
         """Challenger, champion and naive baseline scored on the same held-out test split."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         splits = split_chronologically(
             labelled_rows(features, pipeline.target_column), pipeline.split, pipeline.event_time
         )
-        challenger_ref = ModelVersionRef(**{k: v for k, v in trained_model["model"].items() if k != "uri"})
-        champion_ref = model_registry.version_for_alias(CHAMPION)
+        challenger_ref, champion_ref = trained_model.model, model_registry.version_for_alias(CHAMPION)
         window = window_of(context)
         evaluation = evaluate_challenger(
             splits, pipeline, spec.steps,
@@ -179,73 +235,19 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
             title=f"Evaluation of challenger v{challenger_ref.version} · {spec.name} · partition {context.partition_key}",
             facts=[("project", spec.name), ("training window", f"{window[0]} .. {window[1]}")],
         )
-        challenger, champion, baseline = evaluation.challenger, evaluation.champion, evaluation.metrics[report.BASELINE]
-        gate, gate_passed = evaluation.gate, evaluation.gate_passed
-        card = evaluation.card
-        html = report.html_report(card)
-        with model_registry.run(f"evaluate {context.partition_key}", run_tags(context, window)) as run:
-            mlflow.set_tags({"tabml.challenger_version": challenger_ref.version, "tabml.gate": "passed" if gate_passed else "failed"})
-            mlflow.log_metrics(finite({f"challenger_test_{k}": v for k, v in challenger.items()}))
-            mlflow.log_metrics(finite({f"baseline_test_{k}": v for k, v in baseline.items()}))
-            if champion is not None:
-                mlflow.log_metrics(finite({f"champion_test_{k}": v for k, v in champion.items()}))
-            mlflow.log_dict({"gate": [g.as_dict() for g in gate]}, "gate.json")
-            mlflow.log_text(html, REPORT_ARTIFACT)
-            evaluation_run_id = run.info.run_id
-            report_artifact_uri = f"{run.info.artifact_uri}/{REPORT_ARTIFACT}"
-            if blocking and not gate_passed:
-                # The evaluation run records the failed gate as a FAILED MLflow run.
-                mlflow.end_run("FAILED")
-        assert challenger_ref.run_id is not None, "trained_model records the run of log_and_register"
-        model_registry.log_metrics_to_run(challenger_ref.run_id, finite({f"test_{k}": v for k, v in challenger.items()}))
-        model_registry.client().set_model_version_tag(
-            challenger_ref.name, challenger_ref.version, "validation_status",
-            ("passed" if gate_passed else "failed") if gated else "not_validated",
+        html = report.html_report(evaluation.card)
+        recorded = model_registry.record_evaluation(
+            f"evaluate {context.partition_key}", run_tags(context, window), challenger_ref, evaluation, html,
+            validation_status=validation_status(validation.run_mode, evaluation.gate_passed),
+            # The evaluation run records a failed blocking gate as a FAILED MLflow run.
+            fail_run=blocking and not evaluation.gate_passed,
         )
-        record = {
-            "challenger": {**challenger_ref.as_dict(), "metrics": challenger},
-            "champion": {**champion_ref.as_dict(), "metrics": champion} if champion_ref else None,
-            "baseline": {"kind": evaluation.baseline, "metrics": baseline},
-            "test_rows": evaluation.test_rows,
-            "run_mode": validation.run_mode,
-            "gate": [g.as_dict() for g in gate],
-            "gate_passed": gate_passed,
-            "training_window": list(window),
-        }
         report_path = report_folder / f"{safe_segment(context.partition_key, 'partition key')}.html"
         atomic_write_bytes(report_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
-        primary = pipeline.metric
-        metadata: dict[str, Any] = {
-            # Short enough for the UI to show inline; the step card opens from its row.
-            "metrics": MetadataValue.md(report.metrics_table(card.scores, card.higher_is_better)),
-            "step_card": MetadataValue.md(report.step_card_markdown(card)),
-            "report_html": MetadataValue.path(str(report_path)),
-            "report_mlflow_artifact": MetadataValue.text(report_artifact_uri),
-            "evaluation_mlflow_run_id": evaluation_run_id,
-            "challenger_version": challenger_ref.version,
-            "champion_version": champion_ref.version if champion_ref else "none",
-            f"{primary}_vs_baseline": MetadataValue.float(ratio(challenger[primary], baseline[primary])),
-            "gate_passed": gate_passed,
-            "test_rows": MetadataValue.int(evaluation.test_rows),
-            **{f"challenger_{k}": MetadataValue.float(v) for k, v in challenger.items()},
-            **{f"baseline_{k}": MetadataValue.float(v) for k, v in baseline.items()},
-            **({f"champion_{k}": MetadataValue.float(v) for k, v in champion.items()} if champion else {}),
-        }
+        record = evaluation_record(evaluation, challenger_ref, champion_ref, validation.run_mode, window)
+        metadata = evaluation_metadata(evaluation, record, pipeline.metric, report_path, recorded)
         yield Output(record, metadata=metadata)
-        for result in gate:
-            yield AssetCheckResult(
-                check_name=f"gate_{result.check_name}",
-                passed=result.passed,
-                severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
-                description=result.description,
-                metadata={
-                    "metric": result.metric,
-                    "value": MetadataValue.float(result.value),
-                    "threshold": MetadataValue.float(result.threshold),
-                    "comparison": result.comparison,
-                    "run_mode": validation.run_mode,
-                },
-            )
+        yield from gate_check_results(evaluation.gate, blocking, validation.run_mode)
 
     @asset(
         key=keys.champion_model,
@@ -260,24 +262,24 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
     )
     @transient_errors_only
     def champion_model(
-        context: AssetExecutionContext, evaluation_report: dict[str, Any]
-    ) -> Output[dict[str, Any]]:
+        context: AssetExecutionContext, evaluation_report: EvaluationRecord
+    ) -> Output[ChampionRecord]:
         """Moves the registry's `champion` alias to the evaluated challenger when the gate (and the shadow rule, if set) allows."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
-        challenger = evaluation_report["challenger"]
-        failed = [g["description"] for g in evaluation_report["gate"] if not g["passed"]]
+        challenger = evaluation_report.challenger
+        failed = [result.description for result in evaluation_report.failed]
         if blocking and failed:
             raise Failure(
                 description=(
-                    f"champion_model: version {challenger['version']} of {challenger['name']} "
+                    f"champion_model: version {challenger.version} of {challenger.name} "
                     f"was not promoted; the gate failed: " + "; ".join(failed)
                 ),
-                metadata={"model_version": challenger["version"]},
+                metadata={"model_version": challenger.version},
                 allow_retries=False,
             )
         previous = model_registry.version_for_alias(CHAMPION)
-        version, previous_version = challenger["version"], previous.version if previous else None
-        gate = gate_verdict(evaluation_report)
+        version, previous_version = challenger.version, previous.version if previous else None
+        gate = evaluation_report.verdict()
         shadow_rule = None
         waits = spec.pipeline.shadow.promote_after_days
         if gated and waits and previous_version not in (None, version):
@@ -287,25 +289,25 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
         # dry_run reports the shadow rule as it reports the gate, and promotes.
         promoted = shadow_rule is None or shadow_rule.allowed or not blocking
         if promoted and previous_version != version:
-            promote(context, model_registry, challenger, previous_version, gate, window_of_version(evaluation_report))
+            promote(context, model_registry, challenger, previous_version, gate, evaluation_report.window_text())
         elif not promoted and shadow_rule is not None:
             # The challenger stays @challenger and is scored in shadow each day;
             # materializing this partition again promotes it once the evidence is there.
             context.log.info(f"champion_model: v{version} not promoted yet: {shadow_rule.description}")
         champion_version = version if promoted else previous_version
-        record = {
-            "name": challenger["name"],
+        record = ChampionRecord(
+            name=challenger.name,
             # The champion after this step: the challenger, or the one it did not replace yet.
-            "version": champion_version,
-            "run_id": challenger["run_id"] if promoted else (previous.run_id if previous else None),
-            "challenger_version": version,
-            "previous_version": previous_version,
-            "promoted": promoted,
-            "run_mode": evaluation_report["run_mode"],
-            "gate": gate,
-            "gate_warnings": failed,
-            "shadow_rule": shadow_rule.description if shadow_rule else None,
-        }
+            version=champion_version,
+            run_id=challenger.run_id if promoted else (previous.run_id if previous else None),
+            challenger_version=version,
+            previous_version=previous_version,
+            promoted=promoted,
+            run_mode=evaluation_report.run_mode,
+            gate=gate,
+            gate_warnings=tuple(failed),
+            shadow_rule=shadow_rule.description if shadow_rule else None,
+        )
         return Output(record, metadata={**champion_metadata(record), **history_metadata(model_registry)})
 
     return [evaluation_report, champion_model]

@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -22,6 +21,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import infer_signature
 
 from tabml_assets.assets.common import OWNERS, daily_partitions
+from tabml_assets.ml.records import TrainedModel, TrainingRows
 from tabml_assets.ml.training import (
     estimator_params,
     fit_model,
@@ -114,25 +114,25 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     @transient_errors_only
     def trained_model(
         context: AssetExecutionContext, features: pd.DataFrame
-    ) -> Output[dict[str, Any]]:
+    ) -> Output[TrainedModel]:
         """The spec's estimator fitted on the labelled rows of the training window, registered in MLflow as challenger."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         window = window_of(context)
         labelled = labelled_rows(features, pipeline.target_column)
         splits = split_chronologically(labelled, pipeline.split, pipeline.event_time)
-        with model_registry.run(f"train {context.partition_key}", run_tags(context, window)):
+        with model_registry.run(f"train {context.partition_key}", run_tags(context, window)) as run:
             fit = fit_model(splits, pipeline, spec.steps)
-            mlflow.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
-            mlflow.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
-            mlflow.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
-            mlflow.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
-            mlflow.log_input(
+            run.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
+            run.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
+            run.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
+            run.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
+            run.log_input(
                 training_dataset(
                     fitted_rows(splits, pipeline), f"features[{window[0]}..{window[1]}]", features_location
                 ),
                 context="training",
             )
-            mlflow.set_tags(
+            run.set_tags(
                 {
                     "tabml.training_rows": str(fit.fitted_rows),
                     "tabml.window_rows": str(len(features)),
@@ -140,16 +140,19 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
                 }
             )
             example = model_inputs(splits.train.head(5), pipeline)
-            ref = model_registry.log_and_register(fit.model, example, fit.model.predict(example))
+            ref = model_registry.log_and_register(run, fit.model, example, fit.model.predict(example))
         model_registry.set_alias(CHALLENGER, ref.version)
-        record = {
-            "model": ref.as_dict(),
-            "window_start": window[0],
-            "window_end": window[1],
-            "rows": {"window": len(features), "labelled": len(labelled), "train": fit.train_rows, "validation": fit.validation_rows, "test": fit.test_rows, "fitted": fit.fitted_rows},
-            "train_metrics": fit.train_metrics,
-            "validation_metrics": fit.validation_metrics,
-        }
+        record = TrainedModel(
+            model=ref,
+            window_start=window[0],
+            window_end=window[1],
+            rows=TrainingRows(
+                window=len(features), labelled=len(labelled), train=fit.train_rows,
+                validation=fit.validation_rows, test=fit.test_rows, fitted=fit.fitted_rows,
+            ),
+            train_metrics=fit.train_metrics,
+            validation_metrics=fit.validation_metrics,
+        )
         metadata: dict[str, Any] = {
             "model_name": ref.name,
             "model_version": ref.version,

@@ -62,6 +62,10 @@ class Evaluation:
     def champion(self) -> dict[str, float] | None:
         return self.metrics.get(report.CHAMPION)
 
+    @property
+    def baseline_metrics(self) -> dict[str, float]:
+        return self.metrics[report.BASELINE]
+
 
 def primary_metric_scorer(
     pipeline: PipelineSpec, steps: ProjectSteps

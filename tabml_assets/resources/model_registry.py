@@ -5,28 +5,60 @@ Catalog registry (`databricks-uc`, three-level model names). Every MLflow run ta
 closed in the same step: FINISHED on success, FAILED on any exception, so no run is left
 RUNNING after a failed step, a subset run or `materialize()`. A worker killed mid-step cannot
 close its run; the next run of that asset and partition ends it as KILLED.
+
+Everything goes through the resource's own `MlflowClient` and an explicit run id, never MLflow's
+fluent API (`mlflow.start_run`, `mlflow.log_*`, `mlflow.set_tracking_uri`), which keeps the
+active run and the URIs in process globals. So steps that share a process (the in-process
+executor, threads, tests) each write to their own run and store, and nothing is locked while a
+model fits.
 """
 
 from __future__ import annotations
 
-import threading
+import math
+import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import mlflow.sklearn
 import pandas as pd
-from dagster import ConfigurableResource
-from mlflow.entities import RunStatus
+from dagster import ConfigurableResource, InitResourceContext
+from mlflow.data.dataset import Dataset
+from mlflow.entities import Dataset as DatasetEntity
+from mlflow.entities import (
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunInfo,
+    RunStatus,
+    RunTag,
+)
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.databricks_utils import is_in_databricks_runtime
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.uri import is_databricks_unity_catalog_uri, is_databricks_uri
+from pydantic import PrivateAttr
 from sklearn.pipeline import Pipeline
 
+from tabml_assets.ml.challenger import Evaluation
+from tabml_assets.ml.evaluation import GateResult
+
+# ModelVersionRef lives with the records that carry it; imported from here as well.
+from tabml_assets.ml.records import ModelVersionRef
 from tabml_assets.resources.retries import fail_fast_unless_transient
 
 CHAMPION = "champion"
@@ -36,30 +68,15 @@ ASSET_KEY_TAG = "dagster.asset_key"
 PARTITION_KEY_TAG = "dagster.partition_key"
 DAGSTER_RUN_TAG = "dagster.run_id"
 ENDED_BY_TAG = "tabml.ended_by"
+MODEL_ARTIFACT = "model"
+REPORT_ARTIFACT = "evaluation_report.html"
+GATE_ARTIFACT = "gate.json"
 
-# The fluent MLflow API keeps its URIs and active run in process globals; steps that share a
-# process (in-process executor, tests) take turns.
-_FLUENT_LOCK = threading.RLock()
 # Our integer features never hold missing values, so MLflow's hint about them is noise.
 warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-_CLIENTS: dict[tuple[str, str], MlflowClient] = {}
-_MODEL_CACHE: dict[tuple[str, str, str], Pipeline] = {}
-
-
-@dataclass(frozen=True)
-class ModelVersionRef:
-    """A registered model version: what scoring loads and what metadata records."""
-
-    name: str
-    version: str
-    run_id: str | None  # None for a version registered without a run
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {**asdict(self), "uri": self.uri}
+# MLflow's limits per log_batch call.
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
 
 
 def pip_requirements_for(model: Pipeline) -> list[str]:
@@ -89,6 +106,90 @@ def trusted_types_for(model: Pipeline) -> list[str]:
     return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
+def finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """MLflow refuses NaN (e.g. ROC AUC of a test split with one class): leave those out."""
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class TrackedRun:
+    """An open MLflow run of one step, written to by its id through the registry's client."""
+
+    client: MlflowClient
+    info: RunInfo
+    # How the run ends when its block ends without an exception.
+    status: str = field(default=RunStatus.to_string(RunStatus.FINISHED))
+
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    @property
+    def artifact_uri(self) -> str:
+        return str(self.info.artifact_uri)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        entries = [Param(key, str(value)) for key, value in params.items()]
+        for chunk in _chunks(entries, _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def log_metrics(self, metrics: Mapping[str, float], model_id: str | None = None) -> None:
+        now = get_current_time_millis()
+        entries = [Metric(key, float(value), now, 0, model_id=model_id) for key, value in metrics.items()]
+        for chunk in _chunks(entries, _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def log_dict(self, value: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, value, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_input(self, dataset: Dataset, context: str) -> None:
+        """Record `dataset` as an input of the run (MLflow's dataset lineage), e.g. "training"."""
+        described = dataset.to_dict()
+        entity = DatasetEntity(
+            name=described["name"],
+            digest=described["digest"],
+            source_type=described["source_type"],
+            source=described["source"],
+            schema=described.get("schema"),
+            profile=described.get("profile"),
+        )
+        tags = [InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
+
+    def end_as_failed(self) -> None:
+        """End the run FAILED when its block ends, without failing the step (a failed gate)."""
+        self.status = RunStatus.to_string(RunStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class RecordedEvaluation:
+    """Where an evaluation went in MLflow: its run and the report artifact."""
+
+    run_id: str
+    report_uri: str
+
+
+def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """The evaluation run's metrics: each model's test metrics, prefixed by its role."""
+    roles = {"challenger": evaluation.challenger, "champion": evaluation.champion, "baseline": evaluation.baseline_metrics}
+    return finite({f"{role}_test_{name}": value for role, values in roles.items() for name, value in (values or {}).items()})
+
+
+def gate_document(gate: list[GateResult]) -> dict[str, Any]:
+    return {"gate": [result.as_dict() for result in gate]}
+
+
 class ModelRegistry(ConfigurableResource):
     """MLflow tracking server and model registry holding the champion/challenger aliases."""
 
@@ -98,12 +199,20 @@ class ModelRegistry(ConfigurableResource):
     model_name: str
     artifact_location: str | None = None
 
+    # Per resource instance, never per process: two instances (two steps in threads, two stores
+    # in one test) share nothing. A new client on a store this process has opened costs ~30 ms:
+    # MLflow caches the database engine itself.
+    _client: MlflowClient | None = PrivateAttr(default=None)
+    _models: dict[tuple[str, str], Pipeline] = PrivateAttr(default_factory=dict)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
     def client(self) -> MlflowClient:
-        """One client per store and process: a new one re-checks the store's schema (~0.5 s)."""
-        key = (self.tracking_uri, self.registry_uri)
-        if key not in _CLIENTS:
-            _CLIENTS[key] = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
-        return _CLIENTS[key]
+        """This resource's client (created in setup; lazily where the resource is used directly)."""
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return self._client
 
     def experiment_id(self) -> str:
         client = self.client()
@@ -120,25 +229,25 @@ class ModelRegistry(ConfigurableResource):
             return experiment.experiment_id
 
     @contextmanager
-    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
         """Open an MLflow run and close it whatever happens: FINISHED, or FAILED on error.
 
         Runs a dead worker left RUNNING for the same asset partition are ended first (KILLED).
         """
-        with _FLUENT_LOCK:
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.registry_uri)
-            with fail_fast_unless_transient(f"MLflow at {self.tracking_uri}: start run {run_name!r}"):
-                experiment_id = self.experiment_id()
-                self.end_orphaned_runs(experiment_id, tags)
-                active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
-            try:
-                yield active
-            except BaseException:
-                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-                raise
-            else:
-                mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        client = self.client()
+        with fail_fast_unless_transient(f"MLflow at {self.tracking_uri}: start run {run_name!r}"):
+            experiment_id = self.experiment_id()
+            self.end_orphaned_runs(experiment_id, tags)
+            # With the user, source and git tags mlflow.start_run would add.
+            created = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags))
+        run = TrackedRun(client, created.info)
+        try:
+            yield run
+        except BaseException:
+            client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        else:
+            client.set_terminated(run.run_id, run.status)
 
     def end_orphaned_runs(self, experiment_id: str, tags: dict[str, str]) -> list[str]:
         """End as KILLED the RUNNING runs of the asset partition `tags` names; return their ids.
@@ -169,25 +278,75 @@ class ModelRegistry(ConfigurableResource):
         return [orphan.info.run_id for orphan in orphans]
 
     def log_and_register(
-        self, model: Pipeline, input_example: pd.DataFrame, predictions: Any
+        self, run: TrackedRun, model: Pipeline, input_example: pd.DataFrame, predictions: Any
     ) -> ModelVersionRef:
-        """Log the model with signature and input example into the active run and register it."""
-        with fail_fast_unless_transient(f"MLflow: log and register a version of {self.model_name!r}"):
-            info = self._log_model(model, input_example, predictions)
-        active = mlflow.active_run()
-        assert active is not None, "log_and_register runs inside ModelRegistry.run"
-        return ModelVersionRef(self.model_name, str(info.registered_model_version), active.info.run_id)
+        """Log the model (signature, input example, pinned requirements) as an output of `run`
+        and register it as a new version of the model.
 
-    def _log_model(self, model: Pipeline, input_example: pd.DataFrame, predictions: Any) -> Any:
-        return mlflow.sklearn.log_model(
-            sk_model=model,
-            name="model",
-            registered_model_name=self.model_name,
-            signature=infer_signature(input_example, predictions),
-            input_example=input_example,
-            pip_requirements=pip_requirements_for(model),
-            skops_trusted_types=trusted_types_for(model),
-            await_registration_for=60,
+        What `mlflow.sklearn.log_model` does, against this resource's client and `run`: that
+        function finds its run, experiment and store through MLflow's process globals.
+        """
+        with fail_fast_unless_transient(f"MLflow: log and register a version of {self.model_name!r}"):
+            client = self.client()
+            logged = client.create_logged_model(
+                run.info.experiment_id, name=MODEL_ARTIFACT, source_run_id=run.run_id,
+                params=dict(client.get_run(run.run_id).data.params),
+            )
+            try:
+                client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+                with tempfile.TemporaryDirectory(prefix="tabml-model-") as tmp:
+                    local = str(Path(tmp) / MODEL_ARTIFACT)
+                    mlflow.sklearn.save_model(
+                        model,
+                        local,
+                        mlflow_model=Model(
+                            artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                            run_id=run.run_id, model_id=logged.model_id,
+                        ),
+                        serialization_format=self._serialization_format(),
+                        signature=infer_signature(input_example, predictions),
+                        input_example=input_example,
+                        pip_requirements=pip_requirements_for(model),
+                        skops_trusted_types=trusted_types_for(model),
+                    )
+                    client.log_model_artifacts(logged.model_id, local)
+                    # The logged model shows the run's metrics, as log_model links them.
+                    run.log_metrics(dict(client.get_run(run.run_id).data.metrics), model_id=logged.model_id)
+                    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+                    version = self._register(logged.model_id, logged.artifact_location, run.run_id)
+            except BaseException:
+                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+                raise
+        return ModelVersionRef(self.model_name, str(version.version), run.run_id)
+
+    def _serialization_format(self) -> str:
+        # MLflow's own default, decided by our tracking URI instead of the process's: skops,
+        # or cloudpickle on Databricks.
+        if is_in_databricks_runtime() or is_databricks_uri(self.tracking_uri):
+            return str(mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
+        return str(mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS)
+
+    def _register(self, model_id: str, artifact_location: str, run_id: str) -> ModelVersion:
+        client = self.client()
+        try:
+            client.create_registered_model(self.model_name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        # The source is the logged model's artifact location with the run given: a
+        # `models:/<model_id>` source makes MLflow's sqlite registry look the model up through a
+        # client of the process's tracking URI. Unity Catalog's registry looks `model_id` up the
+        # same way (mlflow.get_logged_model), so it gets the id only where that URI is ours, as
+        # on the Databricks clusters staging/prod steps run on; MLflow itself leaves it out of a
+        # Unity Catalog version whose tracking is not Databricks.
+        linked = (
+            model_id
+            if not is_databricks_unity_catalog_uri(self.registry_uri) or mlflow.get_tracking_uri() == self.tracking_uri
+            else None
+        )
+        return client.create_model_version(
+            self.model_name, source=artifact_location, run_id=run_id, model_id=linked,
+            await_creation_for=60,
         )
 
     def set_alias(self, alias: str, version: str) -> None:
@@ -206,25 +365,67 @@ class ModelRegistry(ConfigurableResource):
         return ModelVersionRef(self.model_name, str(found.version), found.run_id)
 
     def load_model(self, ref: ModelVersionRef) -> Pipeline:
-        """Load a registered version (by name and version, never a file path), cached per process."""
+        """Load a registered version (by name and version, never a file path), cached per instance."""
         if not isinstance(ref, ModelVersionRef) or ref.name != self.model_name or not str(ref.version).isdigit():
             raise TypeError(
                 f"load_model: expected a registered version of {self.model_name!r} "
                 f"(ModelVersionRef with a numeric version), found {ref!r}"
             )
-        key = (self.registry_uri, ref.name, ref.version)
-        if key not in _MODEL_CACHE:
-            with _FLUENT_LOCK, fail_fast_unless_transient(f"MLflow: load model {ref.uri}"):
-                mlflow.set_tracking_uri(self.tracking_uri)
-                mlflow.set_registry_uri(self.registry_uri)
-                _MODEL_CACHE[key] = mlflow.sklearn.load_model(ref.uri)
-        return _MODEL_CACHE[key]
+        key = (ref.name, ref.version)
+        if key not in self._models:
+            with fail_fast_unless_transient(f"MLflow: load model {ref.uri}"), tempfile.TemporaryDirectory(
+                prefix="tabml-model-"
+            ) as tmp:
+                # Downloaded with our URIs; `mlflow.sklearn.load_model("models:/...")` would
+                # resolve the name through the process's registry URI. From a local folder it
+                # reads no global.
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=self._artifact_uri(ref), dst_path=tmp,
+                    tracking_uri=self.tracking_uri, registry_uri=self.registry_uri,
+                )
+                self._models[key] = mlflow.sklearn.load_model(local)
+        return self._models[key]
+
+    def _artifact_uri(self, ref: ModelVersionRef) -> str:
+        # Databricks' registries hand out scoped credentials for `models:/` and take the URIs we
+        # pass; elsewhere the version's storage location is read directly.
+        if is_databricks_unity_catalog_uri(self.registry_uri) or is_databricks_uri(self.registry_uri):
+            return ref.uri
+        return self.client().get_model_version_download_uri(ref.name, ref.version)
+
+    def record_evaluation(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        challenger: ModelVersionRef,
+        evaluation: Evaluation,
+        report_html: str,
+        validation_status: str,
+        fail_run: bool,
+    ) -> RecordedEvaluation:
+        """Record one evaluation in MLflow: an evaluation run with every model's test metrics,
+        the gate (`gate.json`) and the HTML report, ended FAILED when `fail_run` (a blocking gate
+        failed); the challenger's test metrics on its training run; `validation_status` on its
+        registered version.
+        """
+        verdict = "passed" if evaluation.gate_passed else "failed"
+        with self.run(run_name, tags) as run:
+            with fail_fast_unless_transient(f"MLflow: record the evaluation of {challenger.uri}"):
+                run.set_tags({"tabml.challenger_version": challenger.version, "tabml.gate": verdict})
+                run.log_metrics(evaluation_metrics(evaluation))
+                run.log_dict(gate_document(evaluation.gate), GATE_ARTIFACT)
+                run.log_text(report_html, REPORT_ARTIFACT)
+            if fail_run:
+                run.end_as_failed()
+        assert challenger.run_id is not None, "trained_model records the run of log_and_register"
+        self.log_metrics_to_run(challenger.run_id, finite({f"test_{k}": v for k, v in evaluation.challenger.items()}))
+        self.set_version_tags(challenger.version, {"validation_status": validation_status})
+        return RecordedEvaluation(run.run_id, f"{run.artifact_uri}/{REPORT_ARTIFACT}")
 
     def log_metrics_to_run(self, run_id: str, metrics: dict[str, float]) -> None:
-        client = self.client()
+        now = get_current_time_millis()
         with fail_fast_unless_transient(f"MLflow: log metrics to run {run_id}"):
-            for name, value in metrics.items():
-                client.log_metric(run_id, name, value)
+            self.client().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
     # --- the champion's life: version facts, tags, aliases and audit records ----------------
 

@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pydantic
 from dagster import (
     AssetKey,
     ConfigurableIOManager,
@@ -389,12 +390,27 @@ def _as_utc(moment: Any) -> dt.datetime:
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
 
 
+def read_record(path: Path, expected: Any) -> Any:
+    """A stored JSON value, validated into the pydantic record class the input is annotated with."""
+    value = json.loads(path.read_text())
+    if not (isinstance(expected, type) and issubclass(expected, pydantic.BaseModel)):
+        return value
+    try:
+        return expected.model_validate(value)
+    except pydantic.ValidationError as exc:
+        raise ValueError(
+            f"{path}: the stored record is not a valid {expected.__name__} ({exc.error_count()} "
+            f"field(s) do not fit; written by another tabml version?); materialize that partition "
+            f"again. {exc}"
+        ) from exc
+
+
 def key_path(asset: AssetKey | str) -> list[str]:
     return list(asset.path) if isinstance(asset, AssetKey) else [asset]
 
 
 class PartitionedParquetIOManager(ConfigurableIOManager):
-    """Stores DataFrames as <root>/<asset>/<partition>.parquet and dicts as .json."""
+    """Stores DataFrames as <root>/<asset>/<partition>.parquet, typed records and dicts as .json."""
 
     root: str
     # Rows per batch when a partition is streamed through `transform_partition`.
@@ -467,7 +483,9 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         if isinstance(obj, pd.DataFrame):
             write_parquet_atomic(obj, self._path(key, partitions[0], ".parquet"))
         else:
-            write_json_atomic(obj, self._path(key, partitions[0], ".json"))
+            # Typed records (tabml_assets/ml/records.py) are stored as their fields.
+            value = obj.model_dump() if isinstance(obj, pydantic.BaseModel) else obj
+            write_json_atomic(value, self._path(key, partitions[0], ".json"))
 
     def load_input(self, context: InputContext) -> Any:
         key = list(context.asset_key.path)
@@ -481,7 +499,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
                 continue
             as_json = self._path(key, partition, ".json")
             if as_json.exists() and len(partitions) == 1:
-                return json.loads(as_json.read_text())
+                return read_record(as_json, context.dagster_type.typing_type)
             missing.append(partition or "(unpartitioned)")
         if missing:
             raise FileNotFoundError(
