@@ -99,6 +99,10 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                          _num(tabml["rmse"], 3), f"plain script {_num(reference['rmse'], 3)}", "",
                          f"≤ {real['target_rmse_max']:g}", _verdict(real["met"])))
             rows.append(("   February MAE", _num(tabml["mae"], 3), f"plain script {_num(reference['mae'], 3)}", "", "", ""))
+            if "rmse_without_worst_5" in tabml:
+                rows.append(("   February RMSE without the 5 worst trips", _num(tabml["rmse_without_worst_5"], 3),
+                             f"plain script {_num(reference['rmse_without_worst_5'], 3)}", "", "",
+                             f"the 5 worst carry {tabml['worst_5_share_of_squared_error']:.0%} of the squared error"))
 
     for name, error in failed.items():
         rows.append((f"{name}", "**failed**", "", "", "", error.splitlines()[0][:120]))

@@ -103,6 +103,10 @@ class SplitSpec(_Strict):
     # fitted again on train + validation (the newest rows it may see); the test split stays
     # untouched for the gate. false: register the train-only model.
     refit_on_validation: bool = True
+    # Boosted trees (HistGradientBoosting*, LGBM*, XGB*) stop adding trees once the validation
+    # split's loss has not improved for this many rounds; the refit on train + validation uses
+    # the number of trees chosen. null: the estimator's own iteration count.
+    early_stopping_rounds: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> SplitSpec:
