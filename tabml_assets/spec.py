@@ -58,6 +58,9 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
     "LogisticRegression": EstimatorInfo("sklearn.linear_model", "classifier", "linear"),
     "LGBMClassifier": EstimatorInfo("lightgbm", "classifier", "tree"),
     "XGBClassifier": EstimatorInfo("xgboost", "classifier", "tree"),
+    # Fitted on Spark from the window's files (ml/spark_training.py), registered as XGB*.
+    "SparkXGBRegressor": EstimatorInfo("xgboost.spark", "regressor", "tree"),
+    "SparkXGBClassifier": EstimatorInfo("xgboost.spark", "classifier", "tree"),
 }
 ESTIMATOR_ALLOW_LIST: dict[str, str] = {name: info.module for name, info in ESTIMATORS.items()}
 STEPS_PREFIX = "steps:"

@@ -140,6 +140,33 @@ def fit_model(splits: Splits, spec: PipelineSpec, steps: ProjectSteps | None = N
     )
 
 
+@dataclass(frozen=True)
+class TrainedWindow:
+    """A fitted model and what the trained_model asset records about its window."""
+
+    fit: FitResult
+    window_rows: int
+    labelled_rows: int
+    # A few rows of the train split's model inputs: the registered model's input example.
+    example: pd.DataFrame
+    # Rows the MLflow dataset lineage (digest, schema) is computed from: all fitted rows in
+    # process, a sample of them on Spark (ml/spark_training.py).
+    lineage: pd.DataFrame
+
+
+def fit_window(features: pd.DataFrame, spec: PipelineSpec, steps: ProjectSteps | None = None) -> TrainedWindow:
+    """Split the window's labelled rows chronologically and fit the model, in this process."""
+    labelled = labelled_rows(features, spec.target_column)
+    splits = split_chronologically(labelled, spec.split, spec.event_time)
+    return TrainedWindow(
+        fit=fit_model(splits, spec, steps),
+        window_rows=len(features),
+        labelled_rows=len(labelled),
+        example=model_inputs(splits.train.head(5), spec),
+        lineage=fitted_rows(splits, spec),
+    )
+
+
 def fitted_rows(splits: Splits, spec: PipelineSpec) -> pd.DataFrame:
     """The rows `fit_model` fits the registered model on (for lineage)."""
     if spec.split.refit_on_validation and len(splits.validation):
