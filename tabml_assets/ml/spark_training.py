@@ -108,11 +108,15 @@ def split_chronologically_on_spark(
     n_train = min(n_train, rows - 1 - n_validation) if n_validation else min(n_train, rows - 1)
     validation_starts = _timestamp_at(labelled, time, n_train)
     test_starts = _timestamp_at(labelled, time, n_train + n_validation)
-    train = labelled.where(F.col(time) < F.lit(validation_starts))
-    validation = labelled.where(
-        (F.col(time) >= F.lit(validation_starts)) & (F.col(time) < F.lit(test_starts))
-    )
-    train_rows, validation_rows = train.count(), validation.count()
+    in_train = F.col(time) < F.lit(validation_starts)
+    in_validation = (F.col(time) >= F.lit(validation_starts)) & (F.col(time) < F.lit(test_starts))
+    train, validation = labelled.where(in_train), labelled.where(in_validation)
+    # Both counts in one pass over the window.
+    counts = labelled.agg(
+        F.sum(in_train.cast("long")).alias("train"), F.sum(in_validation.cast("long")).alias("validation")
+    ).first()
+    assert counts is not None
+    train_rows, validation_rows = int(counts["train"] or 0), int(counts["validation"] or 0)
     if train_rows == 0:
         raise ValueError(
             f"training window: the oldest {n_train} labelled rows all share the event time "
@@ -205,14 +209,14 @@ def _spark_estimator(
 
 
 def _fit_split(
-    session: SparkSession, frame: SparkDataFrame, rows: int, spec: PipelineSpec,
-    steps: ProjectSteps | None, label_encoder: LabelEncoder | None, driver_sample_rows: int,
+    session: SparkSession, frame: SparkDataFrame, sample: pd.DataFrame, spec: PipelineSpec,
+    steps: ProjectSteps | None, label_encoder: LabelEncoder | None,
 ) -> Pipeline:
-    """Fit preprocessing (on a bounded sample) and the booster (on every row) of one split."""
+    """Fit preprocessing (on `sample`, a bounded sample of `frame`, and its categories) and
+    the booster (on every row of `frame`)."""
     registered_spec = spec.model_copy(update={"estimator": registered_estimator_spec(spec.estimator)})
     model = build_model_pipeline(registered_spec, steps)
     preprocessor = model.named_steps["preprocess"]
-    sample = _driver_sample(frame, rows, [*spec.feature_columns, spec.target_column], driver_sample_rows)
     fitting_rows = _preprocessing_rows(frame, spec, sample)
     preprocessor.fit(fitting_rows[spec.feature_columns], fitting_rows[spec.target_column])
     feature_count = int(np.asarray(preprocessor.transform(sample[spec.feature_columns].head(1))).shape[1])
@@ -258,12 +262,13 @@ def fit_window_on_spark(
         )
     ship_project_code_by_value()
     window = session.read.parquet(*paths)
-    window_rows = window.count()
     missing = [c for c in [*spec.feature_columns, spec.target_column] if c not in window.columns]
     if missing:
         raise ValueError(f"training window: missing columns {missing} in {list(paths)[:3]}")
+    counts = window.agg(F.count(F.lit(1)).alias("window"), F.count(spec.target_column).alias("labelled")).first()
+    assert counts is not None
+    window_rows, labelled_rows = int(counts["window"]), int(counts["labelled"])
     labelled = window.where(F.col(spec.target_column).isNotNull())
-    labelled_rows = labelled.count()
     splits = split_chronologically_on_spark(labelled, labelled_rows, spec)
     label_encoder = None
     if spec.task != "regression":
@@ -275,17 +280,17 @@ def fit_window_on_spark(
             )
         label_encoder = LabelEncoder().fit(label_array(pd.Series(classes)))
     inputs = [*spec.feature_columns, spec.target_column, spec.event_time]
-    model = _fit_split(session, splits.train, splits.train_rows, spec, steps, label_encoder, driver_sample_rows)
     train_sample = _driver_sample(splits.train, splits.train_rows, inputs, driver_sample_rows)
     validation_sample = _driver_sample(splits.validation, splits.validation_rows, inputs, driver_sample_rows)
+    model = _fit_split(session, splits.train, train_sample, spec, steps, label_encoder)
     train_metrics = split_metrics(model, train_sample, spec, steps)
     validation_metrics = split_metrics(model, validation_sample, spec, steps) if len(validation_sample) else {}
     fitted, fitted_rows, lineage = splits.train, splits.train_rows, train_sample
     if spec.split.refit_on_validation and splits.validation_rows:
         fitted = splits.train.unionByName(splits.validation)
         fitted_rows = splits.train_rows + splits.validation_rows
-        model = _fit_split(session, fitted, fitted_rows, spec, steps, label_encoder, driver_sample_rows)
         lineage = pd.concat([train_sample, validation_sample], ignore_index=True)
+        model = _fit_split(session, fitted, lineage, spec, steps, label_encoder)
     return TrainedWindow(
         fit=FitResult(
             model=model,
