@@ -90,10 +90,10 @@ def tabml_end_to_end(args: dict[str, Any]) -> dict[str, Any]:
     report = training.asset_value(keys.evaluation_report)
     return {
         "seconds": seconds,
-        "window_rows": training.asset_value(keys.trained_model)["rows"]["window"],
+        "window_rows": training.asset_value(keys.trained_model).rows.window,
         "scored_rows": _row_count(scoring, keys.batch_predictions),
-        "test_rmse": report["challenger"]["metrics"]["rmse"],
-        "model_version": report["challenger"]["version"],
+        "test_rmse": report.challenger.metrics["rmse"],
+        "model_version": report.challenger.version,
     }
 
 
@@ -242,6 +242,43 @@ def tabml_backfill(args: dict[str, Any]) -> dict[str, Any]:
             rows += _row_count(result, spec.keys.batch_predictions)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "runs": len(chunks), "partitions": len(keys), "rows": rows}
+
+
+@case
+def tabml_fit_window(args: dict[str, Any]) -> dict[str, Any]:
+    """Fit one training window's feature files: xgboost.spark on pyspark local mode, or the same
+    XGBoost parameters in this process (tabml's split, preprocessing, train fit and refit)."""
+    import pandas as pd
+
+    from tabml_assets.ml.spark_training import fit_window_on_spark
+    from tabml_assets.ml.training import fit_window
+    from tabml_assets.spec import EstimatorSpec, load_spec
+
+    spec = load_spec(args["deployment"])
+    files = args["files"]
+    estimator = EstimatorSpec.model_validate({"class": args["estimator_class"], "params": args["params"]})
+    pipeline = spec.pipeline.model_copy(update={"estimator": estimator})
+    session_seconds = 0.0
+    start = time.perf_counter()
+    if args.get("spark_master"):
+        from tabml_assets.resources.spark import SparkSessionResource
+
+        # Started before the timed fit: on a cluster the session already exists.
+        session = SparkSessionResource(master=args["spark_master"]).get_session()
+        session_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        trained = fit_window_on_spark(session, files, pipeline, spec.steps)
+    else:
+        window = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        trained = fit_window(window, pipeline, spec.steps)
+    seconds = time.perf_counter() - start
+    return {
+        "rows": trained.window_rows,
+        "fitted_rows": trained.fit.fitted_rows,
+        "seconds": seconds,
+        "spark_session_seconds": session_seconds,
+        "validation_rmse": trained.fit.validation_metrics.get("rmse"),
+    }
 
 
 def own_peak_rss_mib() -> float | None:

@@ -89,6 +89,15 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         else:
             rows.append(("6. Spark path", "not measured", "", "", "", spark.get("reason", "")))
 
+    training = results.get("spark_training")
+    if training and "error" not in training:
+        rows.append((f"9. Training one {training['days']}-day window of {int(training['rows'] or 0):,} rows on Spark "
+                     f"{training['master']} (xgboost.spark): rows/s", _med(training["spark_rows_per_second"], 0),
+                     f"one process {_med(training['process_rows_per_second'], 0)}", _num(training.get("ratio"), 2, "×"), "",
+                     f"session start {_med(training['spark_session_start_seconds'], 1, ' s')}, not timed"))
+        rows.append(("   peak RSS (driver + JVM)", _med(training["spark_peak_rss_mib"], 0, " MiB"),
+                     f"one process {_med(training['process_peak_rss_mib'], 0, ' MiB')}", "", "", ""))
+
     real = results.get("real_taxi")
     if real and "error" not in real:
         if "skipped" in real:
@@ -99,6 +108,10 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                          _num(tabml["rmse"], 3), f"plain script {_num(reference['rmse'], 3)}", "",
                          f"≤ {real['target_rmse_max']:g}", _verdict(real["met"])))
             rows.append(("   February MAE", _num(tabml["mae"], 3), f"plain script {_num(reference['mae'], 3)}", "", "", ""))
+            if "rmse_without_worst_5" in tabml:
+                rows.append(("   February RMSE without the 5 worst trips", _num(tabml["rmse_without_worst_5"], 3),
+                             f"plain script {_num(reference['rmse_without_worst_5'], 3)}", "", "",
+                             f"the 5 worst carry {tabml['worst_5_share_of_squared_error']:.0%} of the squared error"))
 
     for name, error in failed.items():
         rows.append((f"{name}", "**failed**", "", "", "", error.splitlines()[0][:120]))

@@ -40,7 +40,10 @@ log = logging.getLogger("tabml.bench")
 # Not resolve(): a benchmarks/ symlinked into another checkout measures that checkout.
 REPO_ROOT = Path(__file__).absolute().parent.parent
 RESULTS_DIR = Path(__file__).absolute().parent / "results"
-SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi", "landing")
+SECTIONS = (
+    "load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi", "landing",
+    "spark_training",
+)
 LIBRARIES = ("dagster", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "pyspark", "dagster-pyspark")
 RSS_SAMPLE_SECONDS = 0.05
 
@@ -52,12 +55,14 @@ class Sizes:
     large_scoring_rows: int = 10_000_000
     backfill_days: int = 60
     backfill_rows_per_day: int = 10_000
+    # One window trained both ways; modest, as the Spark fit pays its fixed cost per run.
+    spark_training_rows: int = 300_000
     repeats: int = 3
 
 
 SMOKE = Sizes(
     training_rows=35_000, scoring_rows=20_000, large_scoring_rows=60_000,
-    backfill_days=4, backfill_rows_per_day=500, repeats=1,
+    backfill_days=4, backfill_rows_per_day=500, spark_training_rows=20_000, repeats=1,
 )
 
 
@@ -451,6 +456,12 @@ class Bench:
         from benchmarks import real_taxi
 
         return real_taxi.measure(self.work)
+
+    def spark_training(self) -> dict[str, Any]:
+        """9: one training window fitted on Spark (xgboost.spark, local mode) and in one process."""
+        from benchmarks import spark_training
+
+        return spark_training.measure(self)
 
     def landing(self) -> dict[str, Any]:
         """8: raw_data for one day with 10 or 1,000 files, or a 10M-row file, in the landing folder."""

@@ -58,6 +58,9 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
     "LogisticRegression": EstimatorInfo("sklearn.linear_model", "classifier", "linear"),
     "LGBMClassifier": EstimatorInfo("lightgbm", "classifier", "tree"),
     "XGBClassifier": EstimatorInfo("xgboost", "classifier", "tree"),
+    # Fitted on Spark from the window's files (ml/spark_training.py), registered as XGB*.
+    "SparkXGBRegressor": EstimatorInfo("xgboost.spark", "regressor", "tree"),
+    "SparkXGBClassifier": EstimatorInfo("xgboost.spark", "classifier", "tree"),
 }
 ESTIMATOR_ALLOW_LIST: dict[str, str] = {name: info.module for name, info in ESTIMATORS.items()}
 STEPS_PREFIX = "steps:"
@@ -103,6 +106,10 @@ class SplitSpec(_Strict):
     # fitted again on train + validation (the newest rows it may see); the test split stays
     # untouched for the gate. false: register the train-only model.
     refit_on_validation: bool = True
+    # Boosted trees (HistGradientBoosting*, LGBM*, XGB*) stop adding trees once the validation
+    # split's loss has not improved for this many rounds; the refit on train + validation uses
+    # the number of trees chosen. null: the estimator's own iteration count.
+    early_stopping_rounds: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> SplitSpec:

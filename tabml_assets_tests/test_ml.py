@@ -131,8 +131,14 @@ def test_registered_model_is_refit_on_train_and_validation(taxi: LoadedSpec) -> 
 
 
 def test_linear_estimator_one_hot_encodes_zips(taxi: LoadedSpec) -> None:
+    # The shipped example keeps its zips numeric; declared categorical, a linear model one-hot
+    # encodes them.
+    features = taxi.pipeline.features.model_copy(update={"categorical": ["pickup_zip", "dropoff_zip"]})
     spec = taxi.pipeline.model_copy(
-        update={"estimator": EstimatorSpec.model_validate({"class": "Ridge", "params": {"alpha": 1.0}})}
+        update={
+            "estimator": EstimatorSpec.model_validate({"class": "Ridge", "params": {"alpha": 1.0}}),
+            "features": features,
+        }
     )
     frame = taxi_features(taxi, demo_trips(taxi, DAY, 400))
     fit = fit_model(split_chronologically(frame, spec.split, spec.event_time), spec, taxi.steps)

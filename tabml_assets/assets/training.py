@@ -22,26 +22,26 @@ from mlflow.models import infer_signature
 
 from tabml_assets.assets.common import OWNERS, daily_partitions
 from tabml_assets.ml.records import TrainedModel, TrainingRows
-from tabml_assets.ml.training import (
-    estimator_params,
-    fit_model,
-    fitted_rows,
-    labelled_rows,
-    model_inputs,
-    split_chronologically,
-)
+from tabml_assets.ml.spark_training import fit_window_on_spark, is_spark_estimator
+from tabml_assets.ml.training import estimator_params, fit_window
 from tabml_assets.resources.model_registry import CHALLENGER, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
+from tabml_assets.resources.spark import SparkSessionResource
+from tabml_assets.resources.storage import LOAD_AS_FILES, PartitionFiles
 from tabml_assets.spec import LoadedSpec
 
 CODE_VERSION = "1"
 
 
-def training_window_input(spec: LoadedSpec) -> AssetIn:
-    """The last N daily feature partitions, ending with the model's own partition."""
+def training_window_input(spec: LoadedSpec, as_files: bool = False) -> AssetIn:
+    """The last N daily feature partitions, ending with the model's own partition (as their
+    files with `as_files`, for a Spark fit that reads them itself)."""
     pipeline = spec.pipeline
     return AssetIn(
         key=spec.keys.features,
+        metadata={LOAD_AS_FILES: as_files},
+        # Given, as Dagster cannot read a type check off the asset's union annotation.
+        dagster_type=PartitionFiles if as_files else pd.DataFrame,
         partition_mapping=TimeWindowPartitionMapping(
             start_offset=-(pipeline.training_window_days - 1),
             end_offset=0,
@@ -108,38 +108,42 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
         code_version=CODE_VERSION,
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
-        ins={"features": training_window_input(spec)},
-        required_resource_keys={"step_launcher", keys.registry_resource},
+        ins={"features": training_window_input(spec, as_files=is_spark_estimator(pipeline.estimator))},
+        required_resource_keys={"step_launcher", keys.registry_resource, "spark"},
     )
     @transient_errors_only
     def trained_model(
-        context: AssetExecutionContext, features: pd.DataFrame
+        context: AssetExecutionContext, features: pd.DataFrame | PartitionFiles
     ) -> Output[TrainedModel]:
         """The spec's estimator fitted on the labelled rows of the training window, registered in MLflow as challenger."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
         window = window_of(context)
-        labelled = labelled_rows(features, pipeline.target_column)
-        splits = split_chronologically(labelled, pipeline.split, pipeline.event_time)
         with model_registry.run(f"train {context.partition_key}", run_tags(context, window)) as run:
-            fit = fit_model(splits, pipeline, spec.steps)
+            if isinstance(features, PartitionFiles):
+                # A Spark estimator: the window is read, split and fitted on Spark; without a
+                # cluster session (dev, test) on pyspark local mode.
+                spark: SparkSessionResource | None = context.resources.spark
+                session = (spark or SparkSessionResource(master="local[*]")).get_session()
+                trained = fit_window_on_spark(session, features.paths, pipeline, spec.steps)
+            else:
+                trained = fit_window(features, pipeline, spec.steps)
+            fit = trained.fit
             run.log_params({f"estimator.{k}": v for k, v in estimator_params(fit.model).items()})
             run.log_params(flatten("spec", pipeline.model_dump(mode="json", by_alias=True)))
             run.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
             run.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
             run.log_input(
-                training_dataset(
-                    fitted_rows(splits, pipeline), f"features[{window[0]}..{window[1]}]", features_location
-                ),
+                training_dataset(trained.lineage, f"features[{window[0]}..{window[1]}]", features_location),
                 context="training",
             )
             run.set_tags(
                 {
                     "tabml.training_rows": str(fit.fitted_rows),
-                    "tabml.window_rows": str(len(features)),
-                    "tabml.labelled_rows": str(len(labelled)),
+                    "tabml.window_rows": str(trained.window_rows),
+                    "tabml.labelled_rows": str(trained.labelled_rows),
                 }
             )
-            example = model_inputs(splits.train.head(5), pipeline)
+            example = trained.example
             ref = model_registry.log_and_register(run, fit.model, example, fit.model.predict(example))
         model_registry.set_alias(CHALLENGER, ref.version)
         record = TrainedModel(
@@ -147,7 +151,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             window_start=window[0],
             window_end=window[1],
             rows=TrainingRows(
-                window=len(features), labelled=len(labelled), train=fit.train_rows,
+                window=trained.window_rows, labelled=trained.labelled_rows, train=fit.train_rows,
                 validation=fit.validation_rows, test=fit.test_rows, fitted=fit.fitted_rows,
             ),
             train_metrics=fit.train_metrics,
@@ -159,8 +163,8 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             "mlflow_run_id": ref.run_id,
             "model_uri": MetadataValue.text(ref.uri),
             "training_window": MetadataValue.text(f"{window[0]} .. {window[1]}"),
-            "dagster/row_count": MetadataValue.int(len(features)),
-            "labelled_rows": MetadataValue.int(len(labelled)),
+            "dagster/row_count": MetadataValue.int(trained.window_rows),
+            "labelled_rows": MetadataValue.int(trained.labelled_rows),
             **{f"validation_{k}": MetadataValue.float(v) for k, v in fit.validation_metrics.items()},
         }
         return Output(record, metadata=metadata)

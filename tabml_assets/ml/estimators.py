@@ -183,6 +183,11 @@ def make_estimator(
         _check_custom_estimator(name, model, task)
         return model
     info = ESTIMATORS.get(name)
+    if info is not None and info.module == "xgboost.spark":
+        raise ValueError(
+            f"estimator.class: {name} trains on Spark from the window's files "
+            "(tabml_assets.ml.spark_training.fit_window_on_spark), not inside a scikit-learn Pipeline"
+        )
     if info is None:
         # A spec that skipped validation still never makes training import a class by path.
         raise ValueError(

@@ -409,6 +409,17 @@ def key_path(asset: AssetKey | str) -> list[str]:
     return list(asset.path) if isinstance(asset, AssetKey) else [asset]
 
 
+# Input metadata: hand a partitioned input to the asset as its files, not as one DataFrame.
+LOAD_AS_FILES = "tabml/load_as_files"
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """A partitioned input as its parquet files, for a step that reads them itself (on Spark)."""
+
+    paths: tuple[str, ...]
+
+
 class PartitionedParquetIOManager(ConfigurableIOManager):
     """Stores DataFrames as <root>/<asset>/<partition>.parquet, typed records and dicts as .json."""
 
@@ -490,6 +501,10 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> Any:
         key = list(context.asset_key.path)
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        if (context.definition_metadata or {}).get(LOAD_AS_FILES):
+            return PartitionFiles(
+                tuple(str(self.existing_partition_path(context.asset_key, p)) for p in partitions if p)
+            )
         frames: list[pd.DataFrame] = []
         missing: list[str] = []
         for partition in partitions:
