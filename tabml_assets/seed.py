@@ -14,12 +14,12 @@ from dagster import (
     Definitions,
     ExecuteInProcessResult,
 )
-from dagster._core.storage.tags import (
+
+from tabml_assets.automation.jobs import TRAINING_ASSET_NAMES
+from tabml_assets.dagster_compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-
-from tabml_assets.automation.jobs import TRAINING_ASSET_NAMES
 from tabml_assets.keys import BATCH_PREDICTIONS, FEATURES, RAW_DATA
 from tabml_assets.resources.data_sources import land_demo_files
 from tabml_assets.resources.storage import PartitionedParquetIOManager

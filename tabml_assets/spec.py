@@ -344,7 +344,8 @@ class AutomationSpec(_Strict):
     @field_validator("retraining_cron", "scoring_cron", "predictions_deadline_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
+        # Imported here: the spec module loads before (and without) any Dagster definitions.
+        from tabml_assets.dagster_compat import is_valid_cron_string
 
         if not is_valid_cron_string(value):
             raise ValueError(f"expected a cron string such as '30 0 * * *', found {value!r}")

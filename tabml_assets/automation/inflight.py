@@ -11,12 +11,22 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from dagster import AssetKey, DagsterInstance, RunsFilter
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
-from dagster._core.storage.tags import (
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from tabml_assets.dagster_compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
+)
+
+# Runs that may still write: waiting in the queue, starting, running, or being canceled.
+UNFINISHED_STATUSES = (
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.SUSPENDED,
+    DagsterRunStatus.CANCELING,
 )
 
 
@@ -31,7 +41,7 @@ def days_being_written(
     """Day -> id of a queued or running run that writes one of `assets` for that day."""
     wanted = set(assets)
     busy: dict[str, str] = {}
-    for run in instance.get_runs(filters=RunsFilter(statuses=NOT_FINISHED_STATUSES)):
+    for run in instance.get_runs(filters=RunsFilter(statuses=list(UNFINISHED_STATUSES))):
         if run.asset_selection is not None and not (set(run.asset_selection) & wanted):
             continue
         tags = run.tags

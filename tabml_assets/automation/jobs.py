@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from tabml_assets.dagster_compat import UnresolvedAssetJobDefinition
 from tabml_assets.keys import (
     BATCH_PREDICTIONS,
     CHALLENGER_PREDICTIONS,

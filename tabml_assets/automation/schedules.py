@@ -16,10 +16,10 @@ from dagster import (
     ScheduleEvaluationContext,
     schedule,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from tabml_assets.automation.jobs import SCORING_JOB, TRAINING_JOB
 from tabml_assets.automation.sensors import TRIGGER_TAG
+from tabml_assets.dagster_compat import UnresolvedAssetJobDefinition
 from tabml_assets.spec import LoadedSpec
 
 

@@ -26,14 +26,6 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.execution.plan.objects import StepFailureData
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
-from dagster._time import get_current_datetime
 
 from tabml_assets.automation.inflight import days_being_written
 from tabml_assets.automation.jobs import (
@@ -52,6 +44,13 @@ from tabml_assets.automation.landing import (
     landing_run_key,
     report_file,
     scan_landing_folder,
+)
+from tabml_assets.dagster_compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+    UnresolvedAssetJobDefinition,
+    current_datetime,
 )
 from tabml_assets.resources.data_sources import LANDING_FORMATS, DataSource, LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
@@ -76,7 +75,7 @@ def dump_cursor(state: dict[str, Any]) -> str:
 
 def today_utc() -> str:
     """Today's UTC date; its partition does not exist until the day closes."""
-    return get_current_datetime().astimezone(dt.UTC).date().isoformat()
+    return current_datetime().date().isoformat()
 
 
 def latest_materialization_timestamp(
@@ -336,7 +335,7 @@ def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
         pending: dict[str, str] = state.get("pending", {})
         if champion.version != state.get("version"):
             # Detection time in the key: a rollback to an earlier version rescores again.
-            seen_at = int(get_current_datetime().timestamp())
+            seen_at = int(current_datetime().timestamp())
             pending = {
                 day: f"rescore:{day}:{champion.name}:v{champion.version}:{seen_at}"
                 for day in last_scored_partitions(context.instance, predictions, last_k)
@@ -397,7 +396,7 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
         if not feature_days:
             return SensorResult(skip_reason="no features partitions to train on")
         new_days = [d for d in feature_days if d > trained_on]
-        age = get_current_datetime() - dt.datetime.fromtimestamp(last.timestamp, dt.UTC)
+        age = current_datetime() - dt.datetime.fromtimestamp(last.timestamp, dt.UTC)
         if age > fail_after:
             reason = "stale_model"
         elif len(new_days) >= new_days_needed:
@@ -440,8 +439,7 @@ def describe_failed_run(context: RunFailureSensorContext) -> tuple[str, str]:
         f"reason: {context.failure_event.message or 'unknown'}",
     ]
     for event in context.get_step_failure_events():
-        data = event.event_specific_data
-        error = data.error if isinstance(data, StepFailureData) else None
+        error = event.step_failure_data.error
         message = error.message.strip().splitlines()[0] if error and error.message.strip() else "no message"
         lines.append(f"step {event.step_key}: {message}")
     return f"tabml run failed: {run.job_name} [{partitions}]", "\n".join(lines)
