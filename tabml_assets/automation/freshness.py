@@ -25,10 +25,8 @@ from dagster import (
 )
 
 from tabml_assets.dagster_compat import get_smallest_cron_interval
-from tabml_assets.keys import PipelineKeys
+from tabml_assets.keys import PREDICTIONS_FRESHNESS_SENSOR, PipelineKeys
 from tabml_assets.spec import AutomationSpec, LoadedSpec
-
-PREDICTIONS_FRESHNESS_SENSOR = "batch_predictions_freshness_sensor"
 
 
 def model_freshness_policy(automation: AutomationSpec) -> FreshnessPolicy:

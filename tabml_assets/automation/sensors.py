@@ -28,12 +28,7 @@ from dagster import (
 )
 
 from tabml_assets.automation.inflight import days_being_written
-from tabml_assets.automation.jobs import (
-    SCORING_ASSET_NAMES,
-    SCORING_JOB,
-    TRAINING_ASSET_NAMES,
-    TRAINING_JOB,
-)
+from tabml_assets.automation.jobs import SCORING_ASSET_NAMES, TRAINING_ASSET_NAMES
 from tabml_assets.automation.landing import (
     FileReport,
     LandingChanges,
@@ -51,6 +46,14 @@ from tabml_assets.dagster_compat import (
     PARTITION_NAME_TAG,
     UnresolvedAssetJobDefinition,
     current_datetime,
+)
+from tabml_assets.keys import (
+    CHAMPION_SENSOR,
+    LANDING_SENSOR,
+    RETRAINING_SENSOR,
+    RUN_FAILURE_SENSOR,
+    SCORING_JOB,
+    TRAINING_JOB,
 )
 from tabml_assets.resources.data_sources import LANDING_FORMATS, DataSource, LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
@@ -115,7 +118,7 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
     scoring_assets = keys.assets(*SCORING_ASSET_NAMES)
 
     @sensor(
-        name=keys.sensor("landing_sensor"),
+        name=keys.sensor(LANDING_SENSOR),
         job=scoring_job,
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
@@ -316,7 +319,7 @@ def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
     predictions = keys.batch_predictions
 
     @sensor(
-        name=keys.sensor("champion_sensor"),
+        name=keys.sensor(CHAMPION_SENSOR),
         asset_selection=[predictions],
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
@@ -375,7 +378,7 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
     training_assets = keys.assets(*TRAINING_ASSET_NAMES)
 
     @sensor(
-        name=keys.sensor("retraining_sensor"),
+        name=keys.sensor(RETRAINING_SENSOR),
         job=training_job,
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
@@ -449,7 +452,7 @@ def build_run_failure_sensor(profile: Profile) -> SensorDefinition:
     """Any failed tabml run, of any pipeline -> one alert through the deployment's notifier."""
 
     @run_failure_sensor(
-        name="run_failure_alert_sensor",
+        name=RUN_FAILURE_SENSOR,
         minimum_interval_seconds=profile.sensors.minimum_interval_seconds,
         default_status=status_of(profile),
         description="Sends an alert through the notifier resource (log in dev, Slack in prod) when a run fails.",
