@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tabml_assets.keys import PipelineKeys
 from tabml_assets.steps import ProjectSteps, check_steps_fit_spec, load_steps
 
+# The deployments tabml ships a profile for (conf/profiles/<name>.yaml). A conf folder of your
+# own (TABML_CONF_DIR) may hold others: TABML_DEPLOYMENT picks any profile it has.
 DEPLOYMENTS = ("dev", "test", "staging", "prod")
 DEFAULT_CONF_DIR = Path(__file__).parent / "conf"
 PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -637,13 +639,20 @@ class NotificationsProfile(_Strict):
 
 
 class Profile(_Strict):
-    """One deployment: which projects it runs and where their data, models and runs live."""
+    """One deployment: which projects it runs, where their data, models and runs live, and where
+    their steps execute. What a deployment does follows from these keys, never from its name."""
 
     # Project folders (each with a pipeline.yaml), relative to this conf folder or absolute.
     projects: list[str] = Field(min_length=1)
+    # in_process: every step of a run in the run's own process, which saves 2-4 s per step on a
+    # small machine; multiprocess: each step in a process of its own, so several steps that wait
+    # on Databricks clusters run at once.
+    executor: Literal["in_process", "multiprocess"] = "in_process"
     data_source: DataSourceProfile
     storage: StorageProfile
     mlflow: MlflowProfile
+    # Present: the heavy steps run on Databricks job clusters through the step launcher, on the
+    # cluster's Spark session. Absent: every step runs where Dagster runs, without Spark.
     databricks: DatabricksProfile | None = None
     schedules: StatusProfile = StatusProfile()
     sensors: SensorsProfile = SensorsProfile()
@@ -720,6 +729,32 @@ class Deployment:
             f"{self.profile_file}: no project named {name!r}; the deployment runs "
             f"{[s.name for s in self.projects]}"
         )
+
+
+def check_profile(profile: Profile, file: Path) -> None:
+    """The rules between a profile's keys, which no single key's validation can see."""
+    if profile.databricks is None:
+        if profile.data_source.kind == "databricks_table":
+            raise SpecError(
+                f"{file}: key `databricks`: data_source.kind 'databricks_table' is read with Spark "
+                "on a Databricks cluster, so expected a `databricks` section (secret_scope, "
+                "wheel_path, cluster), found none"
+            )
+        return
+    for key in ("root", "artifacts"):
+        value = getattr(profile.storage, key)
+        if not (value.startswith(("/", "dbfs:")) or "://" in value):
+            # A relative path lands in TABML_HOME on the Dagster host, which no cluster sees.
+            raise SpecError(
+                f"{file}: key `storage.{key}`: steps on Databricks read and write it from the "
+                f"cluster, so expected an absolute path the cluster mounts (such as "
+                f"/Volumes/<catalog>/<schema>/<volume>), found {value!r}"
+            )
+
+
+def available_deployments(conf_dir: Path) -> list[str]:
+    """The deployments a conf folder has a profile for."""
+    return sorted(path.stem for path in (conf_dir / "profiles").glob("*.yaml"))
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -813,6 +848,7 @@ def load_project(
         profile = Profile.model_validate(_fill_project(profile_data, pipeline.name))
     except ValidationError as exc:
         raise SpecError(_format_validation_error(project_profile_file, exc)) from None
+    check_profile(profile, project_profile_file if project_profile.data_source else profile_file)
     steps = load_steps(folder, pipeline, pipeline_file)
     check_steps_fit_spec(steps, pipeline, pipeline_file)
     return LoadedSpec(
@@ -833,15 +869,17 @@ def load_deployment(
     tabml_home: Path | None = None,
 ) -> Deployment:
     """Load profiles/<deployment>.yaml from `conf_dir` and every project it lists, validated."""
-    if deployment not in DEPLOYMENTS:
-        raise SpecError(
-            f"TABML_DEPLOYMENT: expected one of {list(DEPLOYMENTS)}, found {deployment!r}"
-        )
     conf_dir = Path(conf_dir or DEFAULT_CONF_DIR)
+    known = available_deployments(conf_dir)
+    if deployment not in known:
+        raise SpecError(
+            f"TABML_DEPLOYMENT: expected one of {known} (the profiles in {conf_dir / 'profiles'}), "
+            f"found {deployment!r}"
+        )
     profile_file = conf_dir / "profiles" / f"{deployment}.yaml"
     raw_profile = _read_yaml(profile_file)
     try:
-        Profile.model_validate(raw_profile)
+        check_profile(Profile.model_validate(raw_profile), profile_file)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(profile_file, exc)) from None
     home = Path(tabml_home or default_tabml_home()).resolve()
