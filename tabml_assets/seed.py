@@ -24,6 +24,7 @@ from tabml_assets.keys import BATCH_PREDICTIONS, FEATURES, RAW_DATA
 from tabml_assets.resources.data_sources import land_demo_files
 from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import LoadedSpec
+from tabml_assets.utc import days_between
 
 log = logging.getLogger("tabml.seed")
 
@@ -41,8 +42,7 @@ def plan_seed(spec: LoadedSpec, today: dt.date) -> SeedPlan:
     training_day = scoring_day - dt.timedelta(days=1)
     window = spec.pipeline.training_window_days
     first = max(training_day - dt.timedelta(days=window - 1), spec.pipeline.partitions.start_date)
-    days = [first + dt.timedelta(days=i) for i in range((scoring_day - first).days + 1)]
-    return SeedPlan(ingest_days=days, training_day=training_day, scoring_day=scoring_day)
+    return SeedPlan(ingest_days=days_between(first, scoring_day), training_day=training_day, scoring_day=scoring_day)
 
 
 def run_selection(

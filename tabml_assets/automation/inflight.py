@@ -8,7 +8,6 @@ this module and hold a day back while any queued or running run writes it.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
@@ -18,6 +17,7 @@ from tabml_assets.dagster_compat import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from tabml_assets.utc import days_between
 
 # Runs that may still write: waiting in the queue, starting, running, or being canceled.
 UNFINISHED_STATUSES = (
@@ -28,11 +28,6 @@ UNFINISHED_STATUSES = (
     DagsterRunStatus.SUSPENDED,
     DagsterRunStatus.CANCELING,
 )
-
-
-def days_in_range(first: str, last: str) -> list[str]:
-    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
-    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
 def days_being_written(
@@ -48,7 +43,8 @@ def days_being_written(
         if PARTITION_NAME_TAG in tags:
             days = [tags[PARTITION_NAME_TAG]]
         elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
-            days = days_in_range(tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG])
+            first, last = tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
+            days = [day.isoformat() for day in days_between(first, last)]
         else:
             continue
         for day in days:

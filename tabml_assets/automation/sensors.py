@@ -17,6 +17,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     DefaultSensorStatus,
+    EventLogRecord,
     MetadataValue,
     RunFailureSensorContext,
     RunRequest,
@@ -81,24 +82,23 @@ def today_utc() -> str:
     return current_datetime().date().isoformat()
 
 
-def latest_materialization_timestamp(
-    instance: DagsterInstance, asset: AssetKey, partition: str
-) -> float | None:
+def latest_materialization(
+    instance: DagsterInstance, asset: AssetKey, partition: str | None = None
+) -> EventLogRecord | None:
+    """The newest materialization of `asset` (of its `partition`, when given), or None."""
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1
     ).records
-    return records[0].timestamp if records else None
+    return records[0] if records else None
 
 
 def latest_partition_metadata(
     instance: DagsterInstance, asset: AssetKey, partition: str
 ) -> dict[str, Any]:
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
+    record = latest_materialization(instance, asset, partition)
+    if record is None or record.asset_materialization is None:
         return {}
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def short_list(names: list[str], limit: int = 200, separator: str = ",") -> str:
@@ -255,8 +255,8 @@ def merge_changed_days(
         if day < start_day:
             continue  # no partition will ever hold it: reported per file instead
         gone = any(changes.changed[n] == "deleted" or n not in mtimes for n in names)
-        ingested_at = latest_materialization_timestamp(instance, raw_data, day)
-        if not gone and ingested_at is not None and ingested_at >= max(mtimes[n] for n in names):
+        ingested = latest_materialization(instance, raw_data, day)
+        if not gone and ingested is not None and ingested.timestamp >= max(mtimes[n] for n in names):
             # raw_data for this day was built after the file was written: it already has its rows.
             continue
         run_key = landing_run_key(day, changes.changed, names)
@@ -390,10 +390,9 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
     )
     def retraining_sensor(context: SensorEvaluationContext) -> SensorResult:
         instance = context.instance
-        records = instance.fetch_materializations(keys.trained_model, limit=1).records
-        if not records:
+        last = latest_materialization(instance, keys.trained_model)
+        if last is None:
             return SensorResult(skip_reason="no trained_model yet: materialize training_job once (make run does)")
-        last = records[0]
         trained_on = last.partition_key or ""
         feature_days = sorted(instance.get_materialized_partitions(keys.features))
         if not feature_days:
