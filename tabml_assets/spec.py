@@ -733,23 +733,12 @@ class Deployment:
 
 def check_profile(profile: Profile, file: Path) -> None:
     """The rules between a profile's keys, which no single key's validation can see."""
-    if profile.databricks is None:
-        if profile.data_source.kind == "databricks_table":
-            raise SpecError(
-                f"{file}: key `databricks`: data_source.kind 'databricks_table' is read with Spark "
-                "on a Databricks cluster, so expected a `databricks` section (secret_scope, "
-                "wheel_path, cluster), found none"
-            )
-        return
-    for key in ("root", "artifacts"):
-        value = getattr(profile.storage, key)
-        if not (value.startswith(("/", "dbfs:")) or "://" in value):
-            # A relative path lands in TABML_HOME on the Dagster host, which no cluster sees.
-            raise SpecError(
-                f"{file}: key `storage.{key}`: steps on Databricks read and write it from the "
-                f"cluster, so expected an absolute path the cluster mounts (such as "
-                f"/Volumes/<catalog>/<schema>/<volume>), found {value!r}"
-            )
+    if profile.databricks is None and profile.data_source.kind == "databricks_table":
+        raise SpecError(
+            f"{file}: key `databricks`: data_source.kind 'databricks_table' is read with Spark "
+            "on a Databricks cluster, so expected a `databricks` section (secret_scope, "
+            "wheel_path, cluster), found none"
+        )
 
 
 def available_deployments(conf_dir: Path) -> list[str]:

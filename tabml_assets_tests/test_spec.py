@@ -111,16 +111,6 @@ def test_a_project_profile_choosing_a_databricks_table_is_blamed(
     assert str(error.value).startswith(f"{profile}: key `databricks`")
 
 
-def test_databricks_section_needs_storage_the_cluster_sees(conf_dir: Path, tabml_home: Path) -> None:
-    profile = conf_dir / "profiles" / "staging.yaml"
-    edit_yaml(profile, lambda d: d["storage"].update(root="data"))
-    with pytest.raises(SpecError) as error:
-        load_deployment("staging", conf_dir=conf_dir, tabml_home=tabml_home)
-    message = str(error.value)
-    assert str(profile) in message and "key `storage.root`" in message
-    assert "absolute path" in message and "found 'data'" in message
-
-
 def test_unknown_key_names_file_and_key(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
     edit_yaml(project_dir / "pipeline.yaml", lambda d: d["split"].update({"holdout": 0.1}))
     with pytest.raises(SpecError) as error:

@@ -18,7 +18,6 @@ from dagster import (
 )
 
 from tabml_assets.spec import PipelineSpec
-from tabml_assets.utc import utc_timestamp
 
 OWNERS = ["team:ml-platform"]
 PREVIEW_ROWS = 5
@@ -108,6 +107,11 @@ def data_time_window(frames: list[pd.DataFrame], column: str) -> dict[str, Any]:
         return {}
     earliest, latest = min(t.min() for t in times), max(t.max() for t in times)
     return {
-        "earliest_event_time": MetadataValue.timestamp(utc_timestamp(earliest)),
-        "latest_event_time": MetadataValue.timestamp(utc_timestamp(latest)),
+        "earliest_event_time": MetadataValue.timestamp(as_utc(earliest)),
+        "latest_event_time": MetadataValue.timestamp(as_utc(latest)),
     }
+
+
+def as_utc(moment: pd.Timestamp) -> dt.datetime:
+    """Stored timestamps are timezone-naive UTC; make that explicit."""
+    return (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")).to_pydatetime()
