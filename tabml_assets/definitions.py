@@ -7,9 +7,7 @@ own resources beside the deployment's shared ones.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 from dagster import (
     BetaWarning,
@@ -22,7 +20,7 @@ from dagster import (
 from tabml_assets.assets import build_asset_checks, build_assets
 from tabml_assets.automation import build_automation, build_run_failure_sensor
 from tabml_assets.resources import build_resources
-from tabml_assets.spec import Deployment, LoadedSpec, load_deployment
+from tabml_assets.spec import Deployment, LoadedSpec, load_deployment_from_env
 
 # tabml relies on BackfillPolicy and allow_nonexistent_upstream_partitions on purpose; their
 # beta notices would otherwise greet every user on every load.
@@ -61,12 +59,7 @@ def build_definitions(deployment: Deployment | LoadedSpec) -> Definitions:
 
 
 def load_definitions() -> Definitions:
-    conf_dir = os.environ.get("TABML_CONF_DIR")
-    deployment = load_deployment(
-        os.environ.get("TABML_DEPLOYMENT", "dev"),
-        conf_dir=Path(conf_dir) if conf_dir else None,
-    )
-    return build_definitions(deployment)
+    return build_definitions(load_deployment_from_env())
 
 
 defs = load_definitions()

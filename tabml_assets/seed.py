@@ -100,16 +100,15 @@ def is_seeded(spec: LoadedSpec, today: dt.date) -> bool:
 
 def main() -> None:
     import argparse
-    import os
 
     from tabml_assets.definitions import build_definitions
-    from tabml_assets.spec import load_deployment
+    from tabml_assets.spec import load_deployment_from_env
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-if-seeded", action="store_true", help="do nothing when the latest day is already scored")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    deployment = load_deployment(os.environ.get("TABML_DEPLOYMENT", "dev"))
+    deployment = load_deployment_from_env()
     today = dt.datetime.now(dt.UTC).date()
     pending = [s for s in deployment.projects if not (args.skip_if_seeded and is_seeded(s, today))]
     if not pending:

@@ -891,6 +891,15 @@ def load_deployment(
     return Deployment(deployment=deployment, profile_file=profile_file, projects=projects)
 
 
+def load_deployment_from_env() -> Deployment:
+    """The deployment TABML_DEPLOYMENT names (default dev), from TABML_CONF_DIR when it is set:
+    the one place the environment chooses what loads."""
+    conf_dir = os.environ.get("TABML_CONF_DIR")
+    return load_deployment(
+        os.environ.get("TABML_DEPLOYMENT", "dev"), conf_dir=Path(conf_dir) if conf_dir else None
+    )
+
+
 def load_spec(
     deployment: str,
     conf_dir: Path | None = None,
