@@ -7,29 +7,38 @@ own resources beside the deployment's shared ones.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
-from dagster import BetaWarning, Definitions, in_process_executor, multiprocess_executor
+from dagster import (
+    BetaWarning,
+    Definitions,
+    ExecutorDefinition,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from tabml_assets.assets import build_asset_checks, build_assets
 from tabml_assets.automation import build_automation, build_run_failure_sensor
-from tabml_assets.resources import REMOTE_DEPLOYMENTS, build_resources
-from tabml_assets.spec import Deployment, LoadedSpec, load_deployment
+from tabml_assets.resources import build_resources
+from tabml_assets.spec import Deployment, LoadedSpec, load_deployment_from_env
 
 # tabml relies on BackfillPolicy and allow_nonexistent_upstream_partitions on purpose; their
 # beta notices would otherwise greet every user on every load.
 warnings.filterwarnings("ignore", category=BetaWarning)
+
+# The profile's `executor` key.
+EXECUTORS: dict[str, ExecutorDefinition] = {
+    "in_process": in_process_executor,
+    "multiprocess": multiprocess_executor,
+}
 
 
 def build_definitions(deployment: Deployment | LoadedSpec) -> Definitions:
     """Definitions for every project of a deployment (or for one project's spec alone)."""
     projects = deployment.projects if isinstance(deployment, Deployment) else [deployment]
     first = projects[0]
-    # Locally, the in-process executor saves 2-4 s per step on a 2-core laptop; on Databricks
-    # steps run on clusters, so several may run at once.
-    executor = multiprocess_executor if first.deployment in REMOTE_DEPLOYMENTS else in_process_executor
+    # The deployment's profile chooses; projects cannot override it, so the first one's is it.
+    executor = EXECUTORS[first.profile.executor]
     assets, checks, jobs, schedules, sensors = [], [], [], [], []
     for spec in projects:
         automation = build_automation(spec, build_assets(spec))
@@ -50,12 +59,7 @@ def build_definitions(deployment: Deployment | LoadedSpec) -> Definitions:
 
 
 def load_definitions() -> Definitions:
-    conf_dir = os.environ.get("TABML_CONF_DIR")
-    deployment = load_deployment(
-        os.environ.get("TABML_DEPLOYMENT", "dev"),
-        conf_dir=Path(conf_dir) if conf_dir else None,
-    )
-    return build_definitions(deployment)
+    return build_definitions(load_deployment_from_env())
 
 
 defs = load_definitions()

@@ -1,4 +1,5 @@
-"""Asset, group, job, sensor and resource names of one pipeline: the only place they are built.
+"""Asset, group, job, sensor, schedule and resource names of one pipeline: the only place they
+are defined and built.
 
 Each project is its own pipeline in the one code location, so every name carries the project:
 asset keys are prefixed (`nyc_taxi/raw_data`), groups, jobs and sensors start with it, and the
@@ -8,6 +9,7 @@ project's own resources (its data source and its MLflow registry) are keyed by i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from dagster import AssetKey
 
@@ -21,6 +23,25 @@ BATCH_PREDICTIONS = "batch_predictions"
 ASSET_NAMES = (RAW_DATA, FEATURES, TRAINED_MODEL, EVALUATION_REPORT, CHAMPION_MODEL, BATCH_PREDICTIONS)
 # Shadow scoring by the challenger, beside the pipeline: never read by consumers of batch_predictions.
 CHALLENGER_PREDICTIONS = "challenger_predictions"
+
+# Jobs, sensors and schedules by their base name; PipelineKeys prefixes each with the project.
+SCORING_JOB = "scoring_job"
+TRAINING_JOB = "training_job"
+END_TO_END_JOB = "end_to_end_job"
+ROLLBACK_JOB = "rollback_job"
+LANDING_SENSOR = "landing_sensor"
+CHAMPION_SENSOR = "champion_sensor"
+RETRAINING_SENSOR = "retraining_sensor"
+SCORING_LINEAGE_SENSOR = "scoring_lineage_sensor"
+SHADOW_PROMOTION_SENSOR = "shadow_promotion_sensor"
+PREDICTIONS_FRESHNESS_SENSOR = "batch_predictions_freshness_sensor"
+DAILY_SCORING_SCHEDULE = "daily_scoring_schedule"
+RETRAINING_SCHEDULE = "retraining_schedule"
+# The deployment's one alert on failed runs, for every pipeline: not prefixed.
+RUN_FAILURE_SENSOR = "run_failure_alert_sensor"
+
+# The asset groups of a pipeline, in the order data flows through them.
+Stage = Literal["ingestion", "features", "training", "inference"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +88,7 @@ class PipelineKeys:
     def assets(self, *names: str) -> list[AssetKey]:
         return [self.asset(name) for name in names]
 
-    def group(self, stage: str) -> str:
+    def group(self, stage: Stage) -> str:
         """`ingestion`, `features`, `training` or `inference`, for this project."""
         return f"{self.project}_{stage}"
 

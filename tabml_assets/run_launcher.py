@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 
+from tabml_assets.dagster_compat import (
+    CheckRunHealthResult,
+    GrpcServerCodeLocationOrigin,
+    WorkerStatus,
+)
 from tabml_assets.processes import process_alive_since
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -14,16 +14,17 @@ from dagster import (
     Definitions,
     ExecuteInProcessResult,
 )
-from dagster._core.storage.tags import (
+
+from tabml_assets.automation.jobs import TRAINING_ASSET_NAMES
+from tabml_assets.dagster_compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-
-from tabml_assets.automation.jobs import TRAINING_ASSET_NAMES
 from tabml_assets.keys import BATCH_PREDICTIONS, FEATURES, RAW_DATA
 from tabml_assets.resources.data_sources import land_demo_files
 from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import LoadedSpec
+from tabml_assets.utc import days_between
 
 log = logging.getLogger("tabml.seed")
 
@@ -41,8 +42,7 @@ def plan_seed(spec: LoadedSpec, today: dt.date) -> SeedPlan:
     training_day = scoring_day - dt.timedelta(days=1)
     window = spec.pipeline.training_window_days
     first = max(training_day - dt.timedelta(days=window - 1), spec.pipeline.partitions.start_date)
-    days = [first + dt.timedelta(days=i) for i in range((scoring_day - first).days + 1)]
-    return SeedPlan(ingest_days=days, training_day=training_day, scoring_day=scoring_day)
+    return SeedPlan(ingest_days=days_between(first, scoring_day), training_day=training_day, scoring_day=scoring_day)
 
 
 def run_selection(
@@ -100,16 +100,15 @@ def is_seeded(spec: LoadedSpec, today: dt.date) -> bool:
 
 def main() -> None:
     import argparse
-    import os
 
     from tabml_assets.definitions import build_definitions
-    from tabml_assets.spec import load_deployment
+    from tabml_assets.spec import load_deployment_from_env
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-if-seeded", action="store_true", help="do nothing when the latest day is already scored")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    deployment = load_deployment(os.environ.get("TABML_DEPLOYMENT", "dev"))
+    deployment = load_deployment_from_env()
     today = dt.datetime.now(dt.UTC).date()
     pending = [s for s in deployment.projects if not (args.skip_if_seeded and is_seeded(s, today))]
     if not pending:

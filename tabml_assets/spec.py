@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tabml_assets.keys import PipelineKeys
 from tabml_assets.steps import ProjectSteps, check_steps_fit_spec, load_steps
 
+# The deployments tabml ships a profile for (conf/profiles/<name>.yaml). A conf folder of your
+# own (TABML_CONF_DIR) may hold others: TABML_DEPLOYMENT picks any profile it has.
 DEPLOYMENTS = ("dev", "test", "staging", "prod")
 DEFAULT_CONF_DIR = Path(__file__).parent / "conf"
 PROJECT_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -351,7 +353,8 @@ class AutomationSpec(_Strict):
     @field_validator("retraining_cron", "scoring_cron", "predictions_deadline_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
+        # Imported here: the spec module loads before (and without) any Dagster definitions.
+        from tabml_assets.dagster_compat import is_valid_cron_string
 
         if not is_valid_cron_string(value):
             raise ValueError(f"expected a cron string such as '30 0 * * *', found {value!r}")
@@ -643,13 +646,20 @@ class NotificationsProfile(_Strict):
 
 
 class Profile(_Strict):
-    """One deployment: which projects it runs and where their data, models and runs live."""
+    """One deployment: which projects it runs, where their data, models and runs live, and where
+    their steps execute. What a deployment does follows from these keys, never from its name."""
 
     # Project folders (each with a pipeline.yaml), relative to this conf folder or absolute.
     projects: list[str] = Field(min_length=1)
+    # in_process: every step of a run in the run's own process, which saves 2-4 s per step on a
+    # small machine; multiprocess: each step in a process of its own, so several steps that wait
+    # on Databricks clusters run at once.
+    executor: Literal["in_process", "multiprocess"] = "in_process"
     data_source: DataSourceProfile
     storage: StorageProfile
     mlflow: MlflowProfile
+    # Present: the heavy steps run on Databricks job clusters through the step launcher, on the
+    # cluster's Spark session. Absent: every step runs where Dagster runs, without Spark.
     databricks: DatabricksProfile | None = None
     schedules: StatusProfile = StatusProfile()
     sensors: SensorsProfile = SensorsProfile()
@@ -726,6 +736,21 @@ class Deployment:
             f"{self.profile_file}: no project named {name!r}; the deployment runs "
             f"{[s.name for s in self.projects]}"
         )
+
+
+def check_profile(profile: Profile, file: Path) -> None:
+    """The rules between a profile's keys, which no single key's validation can see."""
+    if profile.databricks is None and profile.data_source.kind == "databricks_table":
+        raise SpecError(
+            f"{file}: key `databricks`: data_source.kind 'databricks_table' is read with Spark "
+            "on a Databricks cluster, so expected a `databricks` section (secret_scope, "
+            "wheel_path, cluster), found none"
+        )
+
+
+def available_deployments(conf_dir: Path) -> list[str]:
+    """The deployments a conf folder has a profile for."""
+    return sorted(path.stem for path in (conf_dir / "profiles").glob("*.yaml"))
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -819,6 +844,7 @@ def load_project(
         profile = Profile.model_validate(_fill_project(profile_data, pipeline.name))
     except ValidationError as exc:
         raise SpecError(_format_validation_error(project_profile_file, exc)) from None
+    check_profile(profile, project_profile_file if project_profile.data_source else profile_file)
     steps = load_steps(folder, pipeline, pipeline_file)
     check_steps_fit_spec(steps, pipeline, pipeline_file)
     return LoadedSpec(
@@ -839,15 +865,17 @@ def load_deployment(
     tabml_home: Path | None = None,
 ) -> Deployment:
     """Load profiles/<deployment>.yaml from `conf_dir` and every project it lists, validated."""
-    if deployment not in DEPLOYMENTS:
-        raise SpecError(
-            f"TABML_DEPLOYMENT: expected one of {list(DEPLOYMENTS)}, found {deployment!r}"
-        )
     conf_dir = Path(conf_dir or DEFAULT_CONF_DIR)
+    known = available_deployments(conf_dir)
+    if deployment not in known:
+        raise SpecError(
+            f"TABML_DEPLOYMENT: expected one of {known} (the profiles in {conf_dir / 'profiles'}), "
+            f"found {deployment!r}"
+        )
     profile_file = conf_dir / "profiles" / f"{deployment}.yaml"
     raw_profile = _read_yaml(profile_file)
     try:
-        Profile.model_validate(raw_profile)
+        check_profile(Profile.model_validate(raw_profile), profile_file)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(profile_file, exc)) from None
     home = Path(tabml_home or default_tabml_home()).resolve()
@@ -868,6 +896,15 @@ def load_deployment(
             "more than once; rename one in its pipeline.yaml (`name`)"
         )
     return Deployment(deployment=deployment, profile_file=profile_file, projects=projects)
+
+
+def load_deployment_from_env() -> Deployment:
+    """The deployment TABML_DEPLOYMENT names (default dev), from TABML_CONF_DIR when it is set:
+    the one place the environment chooses what loads."""
+    conf_dir = os.environ.get("TABML_CONF_DIR")
+    return load_deployment(
+        os.environ.get("TABML_DEPLOYMENT", "dev"), conf_dir=Path(conf_dir) if conf_dir else None
+    )
 
 
 def load_spec(

@@ -44,8 +44,10 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 )
 from mlflow.tracking import MlflowClient
 
+from tabml_assets import keys
 from tabml_assets.automation.landing import landing_run_key, scan_landing_folder
 from tabml_assets.definitions import build_definitions
+from tabml_assets.keys import PipelineKeys
 from tabml_assets.resources.data_sources import LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION
 from tabml_assets.resources.notifier import (
@@ -61,12 +63,13 @@ from tabml_assets_tests.dagster_dev_server import REPO_ROOT
 DAYS = ["2026-03-04", "2026-03-05", "2026-03-06"]
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 # The example project the test deployment runs; every asset, job, schedule and sensor carries its name.
-RAW_DATA, FEATURES = AssetKey(["nyc_taxi", "raw_data"]), AssetKey(["nyc_taxi", "features"])
-TRAINED_MODEL, BATCH_PREDICTIONS = AssetKey(["nyc_taxi", "trained_model"]), AssetKey(["nyc_taxi", "batch_predictions"])
-LANDING_SENSOR = "nyc_taxi_landing_sensor"
-CHAMPION_SENSOR = "nyc_taxi_champion_sensor"
-RETRAINING_SENSOR = "nyc_taxi_retraining_sensor"
-SCORING_JOB = "nyc_taxi_scoring_job"
+KEYS = PipelineKeys("nyc_taxi")
+RAW_DATA, FEATURES = KEYS.raw_data, KEYS.features
+TRAINED_MODEL, BATCH_PREDICTIONS = KEYS.trained_model, KEYS.batch_predictions
+LANDING_SENSOR = KEYS.sensor(keys.LANDING_SENSOR)
+CHAMPION_SENSOR = KEYS.sensor(keys.CHAMPION_SENSOR)
+RETRAINING_SENSOR = KEYS.sensor(keys.RETRAINING_SENSOR)
+SCORING_JOB = KEYS.job(keys.SCORING_JOB)
 
 
 def _update_yaml(path: Path, sections: dict[str, dict]) -> None:

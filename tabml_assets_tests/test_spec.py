@@ -13,7 +13,14 @@ import yaml
 
 from tabml_assets.definitions import build_definitions
 from tabml_assets.keys import ASSET_NAMES
-from tabml_assets.spec import DEPLOYMENTS, SpecError, load_deployment, load_spec
+from tabml_assets.spec import (
+    DEFAULT_CONF_DIR,
+    DEPLOYMENTS,
+    SpecError,
+    available_deployments,
+    load_deployment,
+    load_spec,
+)
 
 
 def edit_yaml(path: Path, edit) -> None:
@@ -38,10 +45,70 @@ def test_every_deployment_builds_definitions(deployment: str, tabml_home: Path, 
             "raw_data", "features", "trained_model", "evaluation_report", "champion_model", "batch_predictions",
         )}
         assert expected <= names
-    launcher = repo.get_top_level_resources()["step_launcher"]
     # dev and test run in process; staging and prod ship heavy steps to Databricks.
-    uses_databricks = "databricks" in launcher.resource_fn.__module__
-    assert uses_databricks == (deployment in ("staging", "prod"))
+    assert uses_databricks(defs) == (deployment in ("staging", "prod"))
+    assert executor_of(defs) == ("multiprocess" if deployment in ("staging", "prod") else "in_process")
+
+
+def uses_databricks(defs) -> bool:
+    launcher = defs.get_repository_def().get_top_level_resources()["step_launcher"]
+    return "databricks" in launcher.resource_fn.__module__
+
+
+def executor_of(defs) -> str:
+    return defs.resolve_job_def("nyc_taxi_scoring_job").executor_def.name
+
+
+def test_deployment_behaviour_follows_profile_keys_not_names(
+    conf_dir: Path, tabml_home: Path, monkeypatch
+) -> None:
+    """dev with staging's `executor` and `databricks` section behaves as staging does."""
+    monkeypatch.setenv("DATABRICKS_HOST", "https://dummy.cloud.databricks.com")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dummy-token")
+    staging = yaml.safe_load((conf_dir / "profiles" / "staging.yaml").read_text())
+
+    def like_staging(profile: dict) -> None:
+        profile.update(executor="multiprocess", databricks=staging["databricks"], storage=staging["storage"])
+
+    edit_yaml(conf_dir / "profiles" / "dev.yaml", like_staging)
+    defs = build_definitions(load_deployment("dev", conf_dir=conf_dir, tabml_home=tabml_home))
+    assert uses_databricks(defs) and executor_of(defs) == "multiprocess"
+
+    # And a profile of any name runs in process without one.
+    (conf_dir / "profiles" / "laptop.yaml").write_text((conf_dir / "profiles" / "test.yaml").read_text())
+    defs = build_definitions(load_deployment("laptop", conf_dir=conf_dir, tabml_home=tabml_home))
+    assert not uses_databricks(defs) and executor_of(defs) == "in_process"
+
+
+def test_unknown_executor_names_file_key_expected_and_found(conf_dir: Path, tabml_home: Path) -> None:
+    profile = conf_dir / "profiles" / "dev.yaml"
+    edit_yaml(profile, lambda d: d.update(executor="threads"))
+    with pytest.raises(SpecError) as error:
+        load_deployment("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    message = str(error.value)
+    assert str(profile) in message and "key `executor`" in message
+    assert "'in_process' or 'multiprocess'" in message and "'threads'" in message
+
+
+def test_databricks_table_without_databricks_section(conf_dir: Path, tabml_home: Path) -> None:
+    profile = conf_dir / "profiles" / "dev.yaml"
+    edit_yaml(profile, lambda d: d["data_source"].update(kind="databricks_table"))
+    with pytest.raises(SpecError) as error:
+        load_deployment("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    message = str(error.value)
+    assert str(profile) in message and "key `databricks`" in message
+    assert "'databricks_table'" in message and "found none" in message
+
+
+def test_a_project_profile_choosing_a_databricks_table_is_blamed(
+    conf_dir: Path, project_dir: Path, tabml_home: Path
+) -> None:
+    profile = project_dir / "profiles" / "dev.yaml"
+    profile.parent.mkdir(exist_ok=True)
+    profile.write_text(yaml.safe_dump({"data_source": {"kind": "databricks_table"}}))
+    with pytest.raises(SpecError) as error:
+        load_deployment("dev", conf_dir=conf_dir, tabml_home=tabml_home)
+    assert str(error.value).startswith(f"{profile}: key `databricks`")
 
 
 def test_unknown_key_names_file_and_key(conf_dir: Path, project_dir: Path, tabml_home: Path) -> None:
@@ -95,8 +162,12 @@ def test_profile_override_errors_blame_the_profile(conf_dir: Path, project_dir: 
 
 
 def test_unknown_deployment() -> None:
-    with pytest.raises(SpecError, match=r"TABML_DEPLOYMENT: expected one of .* found 'qa'"):
+    with pytest.raises(SpecError, match=r"TABML_DEPLOYMENT: expected one of \['dev', 'prod', 'staging', 'test'\] .* found 'qa'"):
         load_spec("qa")
+
+
+def test_shipped_profiles_are_the_deployments() -> None:
+    assert available_deployments(DEFAULT_CONF_DIR) == sorted(DEPLOYMENTS)
 
 
 def test_dagster_definitions_validate_reports_spec_errors(

@@ -58,6 +58,7 @@ from tabml_assets.resources.retries import (
 )
 from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import DatasetSpec, LoadedSpec
+from tabml_assets.utc import days_between
 
 # Checks read the partition files, which in staging and prod live on a volume the cluster
 # mounts: they run where the assets run (the step launcher), not on the Dagster host.
@@ -380,8 +381,7 @@ def training_window_of(registry: ModelRegistry, ref: ModelVersionRef) -> list[st
     start, end = tags.get("tabml.window_start"), tags.get("tabml.window_end")
     if not start or not end:
         return []
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    return [day.isoformat() for day in days_between(start, end)]
 
 
 def reference_features(

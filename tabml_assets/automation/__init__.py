@@ -11,7 +11,6 @@ from dagster import (
     ScheduleDefinition,
     SensorDefinition,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from tabml_assets.automation.freshness import (
     build_predictions_freshness_checks,
@@ -26,6 +25,7 @@ from tabml_assets.automation.lineage import (
 from tabml_assets.automation.rollback import build_rollback_job
 from tabml_assets.automation.schedules import build_schedules
 from tabml_assets.automation.sensors import build_run_failure_sensor, build_sensors
+from tabml_assets.dagster_compat import UnresolvedAssetJobDefinition
 from tabml_assets.spec import LoadedSpec, Profile
 
 __all__ = ["Automation", "Profile", "build_automation", "build_run_failure_sensor"]

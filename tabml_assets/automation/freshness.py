@@ -18,17 +18,15 @@ from dagster import (
     DefaultSensorStatus,
     FreshnessPolicy,
     SensorDefinition,
+    SupersessionWarning,
     build_sensor_for_freshness_checks,
     build_time_partition_freshness_checks,
     map_asset_specs,
 )
-from dagster._utils.schedules import get_smallest_cron_interval
-from dagster._utils.warnings import SupersessionWarning
 
-from tabml_assets.keys import PipelineKeys
+from tabml_assets.dagster_compat import get_smallest_cron_interval
+from tabml_assets.keys import PREDICTIONS_FRESHNESS_SENSOR, PipelineKeys
 from tabml_assets.spec import AutomationSpec, LoadedSpec
-
-PREDICTIONS_FRESHNESS_SENSOR = "batch_predictions_freshness_sensor"
 
 
 def model_freshness_policy(automation: AutomationSpec) -> FreshnessPolicy:

@@ -8,21 +8,26 @@ this module and hold a day back while any queued or running run writes it.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 
-from dagster import AssetKey, DagsterInstance, RunsFilter
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
-from dagster._core.storage.tags import (
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from tabml_assets.dagster_compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from tabml_assets.utc import days_between
 
-
-def days_in_range(first: str, last: str) -> list[str]:
-    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
-    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+# Runs that may still write: waiting in the queue, starting, running, or being canceled.
+UNFINISHED_STATUSES = (
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.SUSPENDED,
+    DagsterRunStatus.CANCELING,
+)
 
 
 def days_being_written(
@@ -31,14 +36,15 @@ def days_being_written(
     """Day -> id of a queued or running run that writes one of `assets` for that day."""
     wanted = set(assets)
     busy: dict[str, str] = {}
-    for run in instance.get_runs(filters=RunsFilter(statuses=NOT_FINISHED_STATUSES)):
+    for run in instance.get_runs(filters=RunsFilter(statuses=list(UNFINISHED_STATUSES))):
         if run.asset_selection is not None and not (set(run.asset_selection) & wanted):
             continue
         tags = run.tags
         if PARTITION_NAME_TAG in tags:
             days = [tags[PARTITION_NAME_TAG]]
         elif ASSET_PARTITION_RANGE_START_TAG in tags and ASSET_PARTITION_RANGE_END_TAG in tags:
-            days = days_in_range(tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG])
+            first, last = tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
+            days = [day.isoformat() for day in days_between(first, last)]
         else:
             continue
         for day in days:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from tabml_assets.dagster_compat import UnresolvedAssetJobDefinition
 from tabml_assets.keys import (
     BATCH_PREDICTIONS,
     CHALLENGER_PREDICTIONS,
     CHAMPION_MODEL,
+    END_TO_END_JOB,
     EVALUATION_REPORT,
     FEATURES,
     RAW_DATA,
+    SCORING_JOB,
     TRAINED_MODEL,
+    TRAINING_JOB,
     PipelineKeys,
 )
 
-SCORING_JOB = "scoring_job"
-TRAINING_JOB = "training_job"
-END_TO_END_JOB = "end_to_end_job"
 SCORING_ASSET_NAMES = (RAW_DATA, FEATURES, BATCH_PREDICTIONS)
 TRAINING_ASSET_NAMES = (TRAINED_MODEL, EVALUATION_REPORT, CHAMPION_MODEL)
 # Shadow scoring runs beside scoring, in the same job, after batch_predictions.

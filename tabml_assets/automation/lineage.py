@@ -27,6 +27,7 @@ from dagster import (
 from tabml_assets.assets.champion_history import VersionLineage, champion_changes, version_lineage
 from tabml_assets.assets.shadow import shadow_evidence
 from tabml_assets.automation.sensors import TRIGGER_TAG, status_of
+from tabml_assets.keys import SCORING_LINEAGE_SENSOR, SHADOW_PROMOTION_SENSOR
 from tabml_assets.ml.lifecycle import ROLLBACK, ChampionChange
 from tabml_assets.ml.shadow import shadow_promotion_verdict
 from tabml_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
@@ -53,7 +54,7 @@ def build_scoring_lineage_sensor(spec: LoadedSpec) -> SensorDefinition:
     predictions = keys.batch_predictions
 
     @sensor(
-        name=keys.sensor("scoring_lineage_sensor"),
+        name=keys.sensor(SCORING_LINEAGE_SENSOR),
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
         required_resource_keys={keys.registry_resource},
@@ -110,7 +111,7 @@ def build_shadow_promotion_sensor(spec: LoadedSpec) -> SensorDefinition:
     needed = spec.pipeline.shadow.promote_after_days or 0
 
     @sensor(
-        name=keys.sensor("shadow_promotion_sensor"),
+        name=keys.sensor(SHADOW_PROMOTION_SENSOR),
         asset_selection=[keys.champion_model],
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),

@@ -28,7 +28,7 @@ from tabml_assets.assets.champion_history import (
     training_window_of,
 )
 from tabml_assets.automation.sensors import last_scored_partitions, latest_partition_metadata
-from tabml_assets.keys import PipelineKeys
+from tabml_assets.keys import ROLLBACK_JOB, PipelineKeys
 from tabml_assets.ml.lifecycle import (
     PROMOTION_GATE,
     RESTORE_REASON,
@@ -46,8 +46,6 @@ from tabml_assets.ml.lifecycle import (
 )
 from tabml_assets.resources.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from tabml_assets.spec import LoadedSpec
-
-ROLLBACK_JOB = "rollback_job"
 
 
 class RollbackConfig(Config):

@@ -16,10 +16,10 @@ from dagster import (
     ScheduleEvaluationContext,
     schedule,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from tabml_assets.automation.jobs import SCORING_JOB, TRAINING_JOB
 from tabml_assets.automation.sensors import TRIGGER_TAG
+from tabml_assets.dagster_compat import UnresolvedAssetJobDefinition
+from tabml_assets.keys import DAILY_SCORING_SCHEDULE, RETRAINING_SCHEDULE, SCORING_JOB, TRAINING_JOB
 from tabml_assets.spec import LoadedSpec
 
 
@@ -58,14 +58,14 @@ def build_schedules(
     keys = spec.keys
     return [
         build_partition_schedule(
-            keys.schedule("daily_scoring_schedule"),
+            keys.schedule(DAILY_SCORING_SCHEDULE),
             jobs[SCORING_JOB],
             automation.scoring_cron,
             status,
             "Ingest, engineer features and score the day that just closed.",
         ),
         build_partition_schedule(
-            keys.schedule("retraining_schedule"),
+            keys.schedule(RETRAINING_SCHEDULE),
             jobs[TRAINING_JOB],
             automation.retraining_cron,
             status,

@@ -17,6 +17,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     DefaultSensorStatus,
+    EventLogRecord,
     MetadataValue,
     RunFailureSensorContext,
     RunRequest,
@@ -26,22 +27,9 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.execution.plan.objects import StepFailureData
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
-from dagster._time import get_current_datetime
 
 from tabml_assets.automation.inflight import days_being_written
-from tabml_assets.automation.jobs import (
-    SCORING_ASSET_NAMES,
-    SCORING_JOB,
-    TRAINING_ASSET_NAMES,
-    TRAINING_JOB,
-)
+from tabml_assets.automation.jobs import SCORING_ASSET_NAMES, TRAINING_ASSET_NAMES
 from tabml_assets.automation.landing import (
     FileReport,
     LandingChanges,
@@ -52,6 +40,21 @@ from tabml_assets.automation.landing import (
     landing_run_key,
     report_file,
     scan_landing_folder,
+)
+from tabml_assets.dagster_compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+    UnresolvedAssetJobDefinition,
+    current_datetime,
+)
+from tabml_assets.keys import (
+    CHAMPION_SENSOR,
+    LANDING_SENSOR,
+    RETRAINING_SENSOR,
+    RUN_FAILURE_SENSOR,
+    SCORING_JOB,
+    TRAINING_JOB,
 )
 from tabml_assets.resources.data_sources import LANDING_FORMATS, DataSource, LandingFolderSource
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
@@ -76,27 +79,26 @@ def dump_cursor(state: dict[str, Any]) -> str:
 
 def today_utc() -> str:
     """Today's UTC date; its partition does not exist until the day closes."""
-    return get_current_datetime().astimezone(dt.UTC).date().isoformat()
+    return current_datetime().date().isoformat()
 
 
-def latest_materialization_timestamp(
-    instance: DagsterInstance, asset: AssetKey, partition: str
-) -> float | None:
+def latest_materialization(
+    instance: DagsterInstance, asset: AssetKey, partition: str | None = None
+) -> EventLogRecord | None:
+    """The newest materialization of `asset` (of its `partition`, when given), or None."""
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1
     ).records
-    return records[0].timestamp if records else None
+    return records[0] if records else None
 
 
 def latest_partition_metadata(
     instance: DagsterInstance, asset: AssetKey, partition: str
 ) -> dict[str, Any]:
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
+    record = latest_materialization(instance, asset, partition)
+    if record is None or record.asset_materialization is None:
         return {}
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def short_list(names: list[str], limit: int = 200, separator: str = ",") -> str:
@@ -116,7 +118,7 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
     scoring_assets = keys.assets(*SCORING_ASSET_NAMES)
 
     @sensor(
-        name=keys.sensor("landing_sensor"),
+        name=keys.sensor(LANDING_SENSOR),
         job=scoring_job,
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
@@ -253,8 +255,8 @@ def merge_changed_days(
         if day < start_day:
             continue  # no partition will ever hold it: reported per file instead
         gone = any(changes.changed[n] == "deleted" or n not in mtimes for n in names)
-        ingested_at = latest_materialization_timestamp(instance, raw_data, day)
-        if not gone and ingested_at is not None and ingested_at >= max(mtimes[n] for n in names):
+        ingested = latest_materialization(instance, raw_data, day)
+        if not gone and ingested is not None and ingested.timestamp >= max(mtimes[n] for n in names):
             # raw_data for this day was built after the file was written: it already has its rows.
             continue
         run_key = landing_run_key(day, changes.changed, names)
@@ -317,7 +319,7 @@ def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
     predictions = keys.batch_predictions
 
     @sensor(
-        name=keys.sensor("champion_sensor"),
+        name=keys.sensor(CHAMPION_SENSOR),
         asset_selection=[predictions],
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
@@ -336,7 +338,7 @@ def build_champion_sensor(spec: LoadedSpec) -> SensorDefinition:
         pending: dict[str, str] = state.get("pending", {})
         if champion.version != state.get("version"):
             # Detection time in the key: a rollback to an earlier version rescores again.
-            seen_at = int(get_current_datetime().timestamp())
+            seen_at = int(current_datetime().timestamp())
             pending = {
                 day: f"rescore:{day}:{champion.name}:v{champion.version}:{seen_at}"
                 for day in last_scored_partitions(context.instance, predictions, last_k)
@@ -376,7 +378,7 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
     training_assets = keys.assets(*TRAINING_ASSET_NAMES)
 
     @sensor(
-        name=keys.sensor("retraining_sensor"),
+        name=keys.sensor(RETRAINING_SENSOR),
         job=training_job,
         minimum_interval_seconds=spec.profile.sensors.minimum_interval_seconds,
         default_status=status_of(spec.profile),
@@ -388,16 +390,15 @@ def build_retraining_sensor(spec: LoadedSpec, training_job: UnresolvedAssetJobDe
     )
     def retraining_sensor(context: SensorEvaluationContext) -> SensorResult:
         instance = context.instance
-        records = instance.fetch_materializations(keys.trained_model, limit=1).records
-        if not records:
+        last = latest_materialization(instance, keys.trained_model)
+        if last is None:
             return SensorResult(skip_reason="no trained_model yet: materialize training_job once (make run does)")
-        last = records[0]
         trained_on = last.partition_key or ""
         feature_days = sorted(instance.get_materialized_partitions(keys.features))
         if not feature_days:
             return SensorResult(skip_reason="no features partitions to train on")
         new_days = [d for d in feature_days if d > trained_on]
-        age = get_current_datetime() - dt.datetime.fromtimestamp(last.timestamp, dt.UTC)
+        age = current_datetime() - dt.datetime.fromtimestamp(last.timestamp, dt.UTC)
         if age > fail_after:
             reason = "stale_model"
         elif len(new_days) >= new_days_needed:
@@ -440,8 +441,7 @@ def describe_failed_run(context: RunFailureSensorContext) -> tuple[str, str]:
         f"reason: {context.failure_event.message or 'unknown'}",
     ]
     for event in context.get_step_failure_events():
-        data = event.event_specific_data
-        error = data.error if isinstance(data, StepFailureData) else None
+        error = event.step_failure_data.error
         message = error.message.strip().splitlines()[0] if error and error.message.strip() else "no message"
         lines.append(f"step {event.step_key}: {message}")
     return f"tabml run failed: {run.job_name} [{partitions}]", "\n".join(lines)
@@ -451,7 +451,7 @@ def build_run_failure_sensor(profile: Profile) -> SensorDefinition:
     """Any failed tabml run, of any pipeline -> one alert through the deployment's notifier."""
 
     @run_failure_sensor(
-        name="run_failure_alert_sensor",
+        name=RUN_FAILURE_SENSOR,
         minimum_interval_seconds=profile.sensors.minimum_interval_seconds,
         default_status=status_of(profile),
         description="Sends an alert through the notifier resource (log in dev, Slack in prod) when a run fails.",

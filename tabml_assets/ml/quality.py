@@ -20,6 +20,7 @@ import pandas as pd
 
 from tabml_assets.ml.schema import raw_columns, raw_schema
 from tabml_assets.spec import ColumnSpec, DatasetSpec
+from tabml_assets.utc import utc_timestamp
 
 REASON_COLUMN = "reason"
 REASON_SEPARATOR = "; "
@@ -65,12 +66,6 @@ def has_range(spec: ColumnSpec) -> bool:
 def day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
     start = pd.Timestamp(day)
     return start, start + pd.Timedelta(days=1)
-
-
-def naive_utc(moment: dt.datetime) -> pd.Timestamp:
-    """`moment` as a timezone-naive UTC timestamp, the convention of stored rows."""
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
 
 
 def range_mask(values: pd.Series, spec: ColumnSpec) -> pd.Series:
@@ -135,7 +130,7 @@ def rule_violations(
             COMPARISONS[rule.op](left.astype("object"), right.astype("object")), index=index
         ).where(both, True)
         violations[rule.reason] = (both & ~holds.astype(bool)).astype(bool)
-    cutoff = naive_utc(now)
+    cutoff = utc_timestamp(now).tz_localize(None)  # in the stored rows' naive UTC
     for column in future_columns(dataset):
         values = frame[column]
         violations[future_reason(column)] = (values.notna() & (values > cutoff)).astype(bool)

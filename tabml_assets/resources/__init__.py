@@ -22,8 +22,6 @@ from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import Deployment, LoadedSpec, SpecError
 
-REMOTE_DEPLOYMENTS = ("staging", "prod")
-
 
 def build_data_source(spec: LoadedSpec) -> DataSource:
     source = spec.profile.data_source
@@ -78,15 +76,15 @@ def build_shared_resources(spec: LoadedSpec) -> dict[str, Any]:
         "io_manager": PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root)),
         "notifier": build_notifier(spec),
     }
-    if spec.deployment in REMOTE_DEPLOYMENTS:
+    if spec.profile.databricks is not None:
         from tabml_assets.resources.databricks import build_step_launcher
 
-        # In staging and prod the heavy assets run on a Databricks job cluster.
+        # A profile with a `databricks` section runs the heavy assets on a Databricks job cluster.
         resources["step_launcher"] = build_step_launcher(spec)
         # On the cluster, features and scoring run distributed on the cluster's Spark session.
         resources["spark"] = SparkSessionResource()
     else:
-        # dev and test run every step in this process.
+        # Without one, every step runs where Dagster runs.
         resources["step_launcher"] = ResourceDefinition.none_resource()
         # No Spark: features and scoring stream partition files through pandas in batches.
         resources["spark"] = ResourceDefinition.none_resource()

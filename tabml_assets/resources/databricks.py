@@ -35,15 +35,15 @@ from dagster import (
     ResourceDefinition,
     RetryPolicy,
     RetryRequested,
+    StepExecutionContext,
     resource,
 )
-from dagster._core.execution.context.system import StepExecutionContext
-from dagster._utils.error import SerializableErrorInfo
 from dagster_databricks import databricks_pyspark_step_launcher
 from dagster_databricks.databricks import DatabricksError
 from dagster_databricks.databricks_pyspark_step_launcher import DatabricksPySparkStepLauncher
 
 import tabml_assets
+from tabml_assets.dagster_compat import SerializableErrorInfo
 from tabml_assets.resources.retries import is_transient_error_info
 from tabml_assets.spec import ClusterProfile, DatabricksProfile, LoadedSpec
 

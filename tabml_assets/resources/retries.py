@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy
-from dagster._utils.error import SerializableErrorInfo
 
+from tabml_assets.dagster_compat import SerializableErrorInfo
 from tabml_assets.spec import RetrySpec
 
 F = TypeVar("F", bound=Callable[..., Any])
