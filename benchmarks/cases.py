@@ -191,6 +191,17 @@ def bare_scoring(args: dict[str, Any]) -> dict[str, Any]:
 
 
 @case
+def import_floor(args: dict[str, Any]) -> dict[str, Any]:
+    """The floor no code location avoids: a fresh interpreter importing dagster, pandas, sklearn."""
+    start = time.perf_counter()
+    import dagster  # noqa: F401
+    import pandas  # noqa: F401
+    import sklearn  # noqa: F401
+
+    return {"interpreter_start_to_import_seconds": start - PROCESS_START, "seconds": time.perf_counter() - start}
+
+
+@case
 def load_definitions(args: dict[str, Any]) -> dict[str, Any]:
     """Import the code location and resolve its repository, as a code server does on start."""
     import importlib

@@ -41,7 +41,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder
 
 from tabml_assets.ml.estimators import LabelEncodedClassifier, build_model_pipeline
-from tabml_assets.ml.spark_jobs import shared_with_executors, ship_project_code_by_value
 from tabml_assets.ml.training import FitResult, TrainedWindow, label_array, split_metrics
 from tabml_assets.spec import EstimatorSpec, PipelineSpec
 
@@ -161,6 +160,9 @@ def _transformed(
     features = [f"{FEATURE_PREFIX}{i}" for i in range(feature_count)]
     schema = StructType([StructField(name, DoubleType()) for name in [*features, LABEL]])
     columns, target = spec.feature_columns, spec.target_column
+    # Imported here: pyspark costs the code location's load ~0.2 s, and only Spark fits need it.
+    from tabml_assets.ml.spark_jobs import shared_with_executors, ship_project_code_by_value
+
     ship_project_code_by_value()
     with shared_with_executors(session, {"preprocessor": preprocessor, "labels": label_encoder}) as shared:
 
@@ -254,6 +256,8 @@ def fit_window_on_spark(
     with `split.refit_on_validation`). At most `driver_sample_rows` rows of a split reach the
     driver (preprocessing fit, metrics)."""
     from pyspark.sql import functions as F
+
+    from tabml_assets.ml.spark_jobs import ship_project_code_by_value
 
     if spec.split.early_stopping_rounds is not None:
         raise ValueError(
