@@ -320,11 +320,10 @@ class Bench:
         return f"models:/{spec.profile.mlflow.model_name}/{version}"
 
     def features_file(self, workspace: ws.Workspace, day: dt.date) -> Path:
-        from tabml_assets.resources.storage import PartitionedParquetIOManager
+        from tabml_assets.resources import build_partition_store
 
         spec = workspace.spec()
-        store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-        return store.partition_path(spec.keys.features, day.isoformat())
+        return build_partition_store(spec).path(spec.keys.features, day.isoformat())
 
     def scoring(self) -> dict[str, Any]:
         """2: batch_predictions throughput and peak RSS at two sizes, against bare model.predict."""

@@ -21,8 +21,8 @@ from dagster._core.storage.tags import (
 
 from tabml_assets.automation.jobs import TRAINING_ASSET_NAMES
 from tabml_assets.keys import BATCH_PREDICTIONS, FEATURES, RAW_DATA
+from tabml_assets.resources import build_partition_store
 from tabml_assets.resources.data_sources import land_demo_files
-from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import LoadedSpec
 
 log = logging.getLogger("tabml.seed")
@@ -88,14 +88,10 @@ def seed_demo(defs: Definitions, spec: LoadedSpec, instance: DagsterInstance, to
     return plan
 
 
-def partition_store(spec: LoadedSpec) -> PartitionedParquetIOManager:
-    return PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-
-
 def is_seeded(spec: LoadedSpec, today: dt.date) -> bool:
     """True when the project's latest day's predictions exist, so `make run` starts at once."""
     scoring_key = plan_seed(spec, today).scoring_day.isoformat()
-    return partition_store(spec).partition_path(spec.keys.batch_predictions, scoring_key).exists()
+    return build_partition_store(spec).exists(spec.keys.batch_predictions, scoring_key)
 
 
 def main() -> None:

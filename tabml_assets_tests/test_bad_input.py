@@ -24,9 +24,11 @@ import yaml
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from tabml_assets.definitions import build_definitions
+from tabml_assets.keys import PipelineKeys
 from tabml_assets.ml.quality import REASON_COLUMN
+from tabml_assets.resources import build_partition_store
 from tabml_assets.resources.storage import (
-    PartitionedParquetIOManager,
+    PartitionStore,
     atomic_write_bytes,
     write_parquet_atomic,
 )
@@ -35,6 +37,7 @@ from tabml_assets.spec import LoadedSpec, load_spec
 
 DAY = dt.date(2026, 3, 5)
 KEY = DAY.isoformat()
+KEYS = PipelineKeys("nyc_taxi")
 ROWS = 40
 # The nyc_taxi example's columns: the dataset these landing files belong to.
 PICKUP = "tpep_pickup_datetime"
@@ -59,14 +62,14 @@ class Landing:
     defs: Definitions
     instance: DagsterInstance
     folder: Path
-    store: PartitionedParquetIOManager
+    store: PartitionStore
     good: pd.DataFrame
 
     def stored(self, key: str = KEY) -> pd.DataFrame:
-        return pd.read_parquet(self.store.partition_path(self.spec.keys.raw_data, key))
+        return self.store.read_frame(self.spec.keys.raw_data, key)
 
     def quarantine(self, key: str = KEY) -> pd.DataFrame:
-        return pd.read_parquet(self.store.partition_path(self.spec.keys.quarantine, key))
+        return self.store.read_frame(self.spec.keys.quarantine, key)
 
     def materialize(self, key: str | None = KEY, partition_range: tuple[str, str] | None = None) -> ExecuteInProcessResult:
         return run_selection(
@@ -88,10 +91,10 @@ def landing(conf_dir: Path, tabml_home: Path, instance: DagsterInstance) -> Land
     folder.mkdir(parents=True)
     good = generate_demo_trips(DAY, ROWS)
     good.to_parquet(folder / "good.parquet", index=False)
-    store = PartitionedParquetIOManager(root=str(tabml_home / "data"))
+    store = build_partition_store(spec)
     state = Landing(spec, build_definitions(spec), instance, folder, store, good)
     assert state.materialize().success
-    assert store.partition_path(spec.keys.raw_data, KEY) == tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{KEY}.parquet"
+    assert Path(store.root) == tabml_home / "data"
     pd.testing.assert_frame_equal(state.stored(), good)
     return state
 
@@ -393,7 +396,7 @@ def test_file_spanning_several_days_feeds_each_day(landing: Landing) -> None:
 
 
 def test_a_writer_that_raises_midway_leaves_the_previous_version(tmp_path: Path) -> None:
-    target = tmp_path / "raw_data" / f"{KEY}.parquet"
+    target = PartitionStore(root=str(tmp_path)).path(KEYS.raw_data, KEY)
     previous = generate_demo_trips(DAY, 30)
     write_parquet_atomic(previous, target)
 
@@ -425,7 +428,7 @@ atomic_write_bytes(Path(sys.argv[1]), slow_write)
 
 
 def test_a_writer_killed_midway_leaves_the_previous_version(tmp_path: Path) -> None:
-    target = tmp_path / "features" / f"{KEY}.parquet"
+    target = PartitionStore(root=str(tmp_path)).path(KEYS.features, KEY)
     previous = generate_demo_trips(DAY, 30)
     write_parquet_atomic(previous, target)
     process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)])

@@ -62,7 +62,7 @@ from tabml_assets.resources.databricks import (
 )
 from tabml_assets.resources.databricks_table import DatabricksTableSource, MissingColumnsError
 from tabml_assets.resources.retries import is_transient_error_info
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources.storage import PartitionStore
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.databricks_emulator import DatabricksWorkspaceEmulator, running_emulator
 
@@ -132,9 +132,10 @@ class Staging:
     tabml_home: Path
     table_dir: Path
 
-    def partition_path(self, asset: str, suffix: str = ".parquet") -> Path:
-        store = PartitionedParquetIOManager(root=str(self.tabml_home / "data"))
-        return store.partition_path(KEYS.asset(asset), PARTITION, suffix)
+    @property
+    def store(self) -> PartitionStore:
+        """The volume storage both sides see (the emulated volume is a folder of the test)."""
+        return PartitionStore(root=str(self.tabml_home / "data"))
 
 
 def write_trips_table(folder: Path, day: dt.date) -> Path:
@@ -282,14 +283,14 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
         assert run.report["tabml_env"]["TABML_HOME"] == str(staging.tabml_home)
 
     # Outputs are in the storage both sides see, under the project, for the partition's day only.
-    raw_path = staging.partition_path("raw_data")
+    raw_path = staging.store.path(KEYS.raw_data, PARTITION)
     assert raw_path == staging.tabml_home / "data" / PROJECT / "raw_data" / f"{PARTITION}.parquet"
-    raw = pd.read_parquet(raw_path)
+    raw = staging.store.read_frame(KEYS.raw_data, PARTITION)
     assert len(raw) == ROWS_PER_DAY
     assert (raw["tpep_pickup_datetime"].dt.date.astype(str) == PARTITION).all()
-    predictions = pd.read_parquet(staging.partition_path("batch_predictions"))
+    predictions = staging.store.read_frame(KEYS.batch_predictions, PARTITION)
     assert len(predictions) == ROWS_PER_DAY and predictions["prediction"].notna().all()
-    report = json.loads(staging.partition_path("evaluation_report", ".json").read_text())
+    report = staging.store.read_record(KEYS.evaluation_report, PARTITION)
     assert report["gate_passed"] is True
 
     # Permissions were set on each run's job; the injected faults were answered, then retried.

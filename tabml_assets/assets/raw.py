@@ -11,11 +11,9 @@ import dataclasses
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -44,7 +42,7 @@ from tabml_assets.resources.data_sources import (
     UnreadableFileError,
 )
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
-from tabml_assets.resources.storage import PartitionedParquetIOManager, write_parquet_atomic
+from tabml_assets.resources.storage import PartitionStore
 from tabml_assets.spec import DataQualitySpec, DatasetSpec, LoadedSpec
 
 # A backfill of many days runs in a few bounded runs instead of one run per day.
@@ -161,12 +159,6 @@ def account_rows(
     return accounts
 
 
-def stored_row_count(path: Path) -> int | None:
-    if not path.exists():
-        return None
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 def landing_metadata(landed: dict[str, LandedDay], accounts: dict[str, FileRows]) -> dict[str, Any]:
     """Which files fed the run, each file's rows accounted for, and the files set aside or ignored."""
     days = list(landed.values())
@@ -211,13 +203,13 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
         partitions_def=daily_partitions(spec.pipeline),
         backfill_policy=BACKFILL_POLICY,
         retry_policy=build_retry_policy(spec.pipeline.retries),
-        required_resource_keys={"step_launcher", keys.source_resource, "io_manager"},
+        required_resource_keys={"step_launcher", keys.source_resource, "partition_store"},
     )
     @transient_errors_only
     def raw_data(context: AssetExecutionContext) -> Output[dict[str, pd.DataFrame]]:
         """The project's raw rows for each UTC day, validated; bad rows are quarantined with a reason."""
         source: DataSource = getattr(context.resources, keys.source_resource)
-        store: PartitionedParquetIOManager = context.resources.io_manager
+        store: PartitionStore = context.resources.partition_store
         now = dt.datetime.now(dt.UTC)
         partitions = partition_keys(context)
         landed_days = land(source, [partition_day(k) for k in partitions], now)
@@ -226,7 +218,7 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
         refusals: list[str] = []
         for key, day_rows in landed.items():
             checked[key] = validate_landed_day(day_rows, dataset, partition_day(key), now)
-            stored = stored_row_count(store.partition_path(keys.raw_data, key))
+            stored = store.row_count(keys.raw_data, key) if store.exists(keys.raw_data, key) else None
             refusal = blocking_refusal(key, day_rows) or refuse_to_store(
                 key, checked[key], len(day_rows.rows), stored, quality
             )
@@ -240,7 +232,7 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
         # Every day passed: the quarantine (empty or not) replaces the previous one, so a
         # re-materialized partition never keeps stale quarantined rows.
         for key, result in checked.items():
-            write_parquet_atomic(result.quarantined, store.partition_path(keys.quarantine, key))
+            store.write_frame(keys.quarantine, key, result.quarantined)
         frames = {key: result.valid for key, result in checked.items()}
         quarantined = {key: len(result.quarantined) for key, result in checked.items()}
         all_quarantined = pd.concat([r.quarantined for r in checked.values()], ignore_index=True)
@@ -253,7 +245,7 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
                 "delivered_rows": MetadataValue.int(sum(len(day.rows) for day in landed.values())),
                 "quarantined_rows": MetadataValue.int(sum(quarantined.values())),
                 "quarantine_reasons": MetadataValue.json(count_reasons(all_quarantined)),
-                "quarantine_path": MetadataValue.path(str(store.partition_path(keys.quarantine, partitions[0]))),
+                "quarantine_path": MetadataValue.path(str(store.path(keys.quarantine, partitions[0]))),
             }
         )
         if len(partitions) > 1:

@@ -3,7 +3,6 @@
 
 import hashlib
 import warnings
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -32,6 +31,7 @@ from tabml_assets.ml.training import (
 )
 from tabml_assets.resources.model_registry import CHALLENGER, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
+from tabml_assets.resources.storage import PartitionStore
 from tabml_assets.spec import LoadedSpec
 
 CODE_VERSION = "1"
@@ -98,7 +98,6 @@ def training_dataset(frame: pd.DataFrame, name: str, location: str) -> MetaDatas
 def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     pipeline = spec.pipeline
     keys = spec.keys
-    features_location = str(Path(spec.resolve_local(spec.profile.storage.root)).joinpath(*keys.features.path))
 
     @asset(
         key=keys.trained_model,
@@ -109,7 +108,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         ins={"features": training_window_input(spec)},
-        required_resource_keys={"step_launcher", keys.registry_resource},
+        required_resource_keys={"step_launcher", keys.registry_resource, "partition_store"},
     )
     @transient_errors_only
     def trained_model(
@@ -117,6 +116,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     ) -> Output[dict[str, Any]]:
         """The spec's estimator fitted on the labelled rows of the training window, registered in MLflow as challenger."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
+        store: PartitionStore = context.resources.partition_store
         window = window_of(context)
         labelled = labelled_rows(features, pipeline.target_column)
         splits = split_chronologically(labelled, pipeline.split, pipeline.event_time)
@@ -128,7 +128,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             mlflow.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
             mlflow.log_input(
                 training_dataset(
-                    fitted_rows(splits, pipeline), f"features[{window[0]}..{window[1]}]", features_location
+                    fitted_rows(splits, pipeline), f"features[{window[0]}..{window[1]}]", str(store.asset_folder(keys.features))
                 ),
                 context="training",
             )
