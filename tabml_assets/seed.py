@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from dagster import (
     AssetKey,
+    AssetSelection,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -53,8 +54,13 @@ def run_selection(
     partition_range: tuple[str, str] | None = None,
     raise_on_error: bool = True,
 ) -> ExecuteInProcessResult:
-    """Materialize `assets` for one partition or, in a single run, a range of partitions."""
+    """Materialize `assets` for one partition or, in a single run, a range of partitions.
+
+    Assets made by the same step as a selected one (raw_data's quarantine) are selected with it.
+    """
     job = defs.resolve_implicit_global_asset_job_def()
+    selection = AssetSelection.assets(*assets).required_multi_asset_neighbors()
+    assets = sorted(selection.resolve(defs.resolve_asset_graph()))
     tags = {}
     if partition_range is not None:
         tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}

@@ -62,6 +62,7 @@ DAYS = ["2026-03-04", "2026-03-05", "2026-03-06"]
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 # The example project the test deployment runs; every asset, job, schedule and sensor carries its name.
 RAW_DATA, FEATURES = AssetKey(["nyc_taxi", "raw_data"]), AssetKey(["nyc_taxi", "features"])
+QUARANTINE = AssetKey(["nyc_taxi", "raw_data_quarantine"])
 TRAINED_MODEL, BATCH_PREDICTIONS = AssetKey(["nyc_taxi", "trained_model"]), AssetKey(["nyc_taxi", "batch_predictions"])
 LANDING_SENSOR = "nyc_taxi_landing_sensor"
 CHAMPION_SENSOR = "nyc_taxi_champion_sensor"
@@ -173,7 +174,7 @@ def test_file_with_three_days_requests_exactly_those_partitions(
     assert partitions_of(first) == DAYS
     assert {r.job_name for r in first.run_requests} <= {None, SCORING_JOB}
     # No champion yet: the days are ingested, scoring waits for a model.
-    assert all(set(r.asset_selection) == {RAW_DATA, FEATURES} for r in first.run_requests)
+    assert all(set(r.asset_selection) == {RAW_DATA, QUARANTINE, FEATURES} for r in first.run_requests)
     assert all(r.tags["tabml/landing_files"] == "trips.parquet" for r in first.run_requests)
 
     # The persisted cursor remembers the file: the same content requests nothing.

@@ -103,7 +103,8 @@ def staging_asset_job(name: str, assets: tuple[str, ...]) -> JobDefinition:
     Python starts down on a shared 2-core machine.
     """
     defs = load_definitions()
-    selection = AssetSelection.assets(*KEYS.assets(*assets)).without_checks()
+    # raw_data's quarantine comes from the same step, so it is selected with raw_data.
+    selection = AssetSelection.assets(*KEYS.assets(*assets)).required_multi_asset_neighbors().without_checks()
     if "evaluation_report" in assets:
         selection = selection | AssetSelection.checks_for_assets(KEYS.evaluation_report)
     job = define_asset_job(name, selection=selection, executor_def=in_process_executor)
@@ -271,7 +272,7 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
         for event in step_events(instance, result.run_id, DagsterEventType.ASSET_MATERIALIZATION)
     ]
     by_asset = {e.asset_key: e for e in materializations}
-    assert set(by_asset) == set(KEYS.assets(*PIPELINE_ASSETS))
+    assert set(by_asset) == {*KEYS.assets(*PIPELINE_ASSETS), KEYS.quarantine}
     for asset in KEYS.assets(*HEAVY_ASSETS):
         assert by_asset[asset].pid in driver_pids, asset
 
@@ -341,7 +342,7 @@ TERMINATION_SCRIPT = textwrap.dedent("""
     with DagsterInstance.from_ref(DagsterInstance.local_temp(sys.argv[1]).get_ref()) as instance:
         execute_job(
             reconstructable(staging_job), instance=instance,
-            tags={"dagster/partition": PARTITION}, asset_selection=[AssetKey(["nyc_taxi", "raw_data"])],
+            tags={"dagster/partition": PARTITION}, asset_selection=[AssetKey(["nyc_taxi", "raw_data"]), AssetKey(["nyc_taxi", "raw_data_quarantine"])],
         )
 """)
 
@@ -471,7 +472,7 @@ def test_a_remote_step_that_cannot_build_its_resources_fails_once_naming_the_cau
 
     result = execute_job(
         reconstructable(staging_job), instance=instance,
-        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data],
+        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data, KEYS.quarantine],
     )
     assert not result.success
     # One Databricks run, whose driver reported the resource failure; one step failure, no retry.
@@ -498,7 +499,7 @@ def test_a_secret_missing_from_the_scope_fails_the_step_with_the_task_error(
     del staging.emulator.secret_scopes["tabml-staging"]["databricks-token"]
     result = execute_job(
         reconstructable(staging_job), instance=instance,
-        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data],
+        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data, KEYS.quarantine],
     )
     assert not result.success
     (remote,) = staging.emulator.runs.values()

@@ -541,7 +541,7 @@ def test_a_partition_key_outside_the_partitions_is_refused_up_front(
     job = landing.defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=landing.instance,
-        asset_selection=[landing.spec.keys.raw_data, landing.spec.keys.features],
+        asset_selection=[landing.spec.keys.raw_data, landing.spec.keys.quarantine, landing.spec.keys.features],
         tags={"dagster/partition": key},
         raise_on_error=False,
     )
@@ -562,7 +562,7 @@ def test_a_malformed_partition_key_never_becomes_a_run(landing: Landing) -> None
         with pytest.raises(ValueError, match="does not match format"):
             job.execute_in_process(
                 instance=landing.instance,
-                asset_selection=[landing.spec.keys.raw_data],
+                asset_selection=[landing.spec.keys.raw_data, landing.spec.keys.quarantine],
                 tags={"dagster/partition": key},
             )
     assert landing.instance.get_runs() == []

@@ -1,8 +1,8 @@
 """raw_data: one UTC day of a project's rows from the deployment's data source, validated row by row.
 
-Rows that break a rule of the dataset spec go to a quarantine file beside the data,
-`<storage root>/<project>/raw_data_quarantine/<partition>.parquet`, with a `reason` column; the count is
-in the materialization metadata and in the `raw_quarantine` check. Input that cannot be used at
+Rows that break a rule of the dataset spec go to the `raw_data_quarantine` asset, made by the
+same step for the same partitions, with a `reason` column and the file and row each came from;
+the count is in both materializations' metadata and in the `raw_quarantine` check. Input that cannot be used at
 all fails the step before anything is written, so the stored partition stays as it was.
 """
 
@@ -10,6 +10,7 @@ all fails the step before anything is written, so the stored partition stays as 
 import dataclasses
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,12 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
     Failure,
+    MaterializeResult,
     MetadataValue,
-    Output,
-    asset,
+    multi_asset,
 )
 
 from tabml_assets.assets.common import (
@@ -193,21 +195,33 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
     dataset = spec.pipeline.dataset
     first_day = spec.pipeline.partitions.start_date.isoformat()
     keys = spec.keys
+    group = keys.group("ingestion")
 
-    @asset(
-        key=keys.raw_data,
-        group_name=keys.group("ingestion"),
-        kinds={"pandas", "parquet"},
-        owners=OWNERS,
-        code_version="2",
+    @multi_asset(
+        # The step keeps the name an `@asset` keyed raw_data would have (nyc_taxi__raw_data).
+        name=keys.raw_data.to_python_identifier(),
+        specs=[
+            AssetSpec(
+                keys.raw_data, group_name=group, kinds={"pandas", "parquet"}, owners=OWNERS, code_version="3",
+                description="The project's raw rows for each UTC day, validated; bad rows are quarantined with a reason.",
+            ),
+            AssetSpec(
+                keys.quarantine, group_name=group, kinds={"pandas", "parquet"}, owners=OWNERS, code_version="3",
+                description=(
+                    "The rows of each raw_data day that broke a rule of the dataset spec, with the "
+                    f"`{REASON_COLUMN}` and the landing file and row they came from."
+                ),
+            ),
+        ],
+        # One read of the source makes both: the quarantine cannot be built without raw_data.
+        can_subset=False,
         partitions_def=daily_partitions(spec.pipeline),
         backfill_policy=BACKFILL_POLICY,
         retry_policy=build_retry_policy(spec.pipeline.retries),
         required_resource_keys={"step_launcher", keys.source_resource, "partition_store"},
     )
     @transient_errors_only
-    def raw_data(context: AssetExecutionContext) -> Output[dict[str, pd.DataFrame]]:
-        """The project's raw rows for each UTC day, validated; bad rows are quarantined with a reason."""
+    def raw_data(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         source: DataSource = getattr(context.resources, keys.source_resource)
         store: PartitionStore = context.resources.partition_store
         now = dt.datetime.now(dt.UTC)
@@ -233,9 +247,11 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
         # re-materialized partition never keeps stale quarantined rows.
         for key, result in checked.items():
             store.write_frame(keys.quarantine, key, result.quarantined)
+            store.write_frame(keys.raw_data, key, result.valid)
         frames = {key: result.valid for key, result in checked.items()}
-        quarantined = {key: len(result.quarantined) for key, result in checked.items()}
-        all_quarantined = pd.concat([r.quarantined for r in checked.values()], ignore_index=True)
+        quarantined = {key: result.quarantined for key, result in checked.items()}
+        reasons = count_reasons(pd.concat(quarantined.values(), ignore_index=True))
+        quarantine_path = MetadataValue.path(str(store.path(keys.quarantine, partitions[0])))
         metadata = table_metadata(frames, dataset.event_time)
         accounts = account_rows(landed, checked, first_day, now.date().isoformat())
         metadata.update(landing_metadata(landed, accounts))
@@ -243,13 +259,16 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
             {
                 "source": MetadataValue.text(source.describe()),
                 "delivered_rows": MetadataValue.int(sum(len(day.rows) for day in landed.values())),
-                "quarantined_rows": MetadataValue.int(sum(quarantined.values())),
-                "quarantine_reasons": MetadataValue.json(count_reasons(all_quarantined)),
-                "quarantine_path": MetadataValue.path(str(store.path(keys.quarantine, partitions[0]))),
+                "quarantined_rows": MetadataValue.int(sum(map(len, quarantined.values()))),
+                "quarantine_reasons": MetadataValue.json(reasons),
+                "quarantine_path": quarantine_path,
             }
         )
         if len(partitions) > 1:
-            metadata["quarantined_per_partition"] = MetadataValue.json(quarantined)
-        return Output(frames, metadata=metadata)
+            metadata["quarantined_per_partition"] = MetadataValue.json({k: len(q) for k, q in quarantined.items()})
+        yield MaterializeResult(asset_key=keys.raw_data, metadata=metadata)
+        quarantine_metadata = table_metadata(quarantined, dataset.event_time)
+        quarantine_metadata.update({"quarantine_reasons": MetadataValue.json(reasons), "path": quarantine_path})
+        yield MaterializeResult(asset_key=keys.quarantine, metadata=quarantine_metadata)
 
     return raw_data
