@@ -40,7 +40,7 @@ log = logging.getLogger("tabml.bench")
 # Not resolve(): a benchmarks/ symlinked into another checkout measures that checkout.
 REPO_ROOT = Path(__file__).absolute().parent.parent
 RESULTS_DIR = Path(__file__).absolute().parent / "results"
-SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi", "landing")
+SECTIONS = ("load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi", "landing", "ingest")
 LIBRARIES = ("dagster", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "pyspark", "dagster-pyspark")
 RSS_SAMPLE_SECONDS = 0.05
 
@@ -456,6 +456,12 @@ class Bench:
         from benchmarks import landing_cost
 
         return landing_cost.measure(self)
+
+    def ingest(self) -> dict[str, Any]:
+        """9: raw_data for one large day (parquet and CSV landing file) against a bare read-validate-write."""
+        from benchmarks import ingest
+
+        return ingest.measure(self)
 
 
 def _median_steps(measurements: list[Measurement]) -> dict[str, float | None]:

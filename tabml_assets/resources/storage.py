@@ -228,6 +228,47 @@ def write_tables_atomic(
     return totals.result(path)
 
 
+class StagedPartition:
+    """A partition file written batch by batch into a temporary beside its target, which only
+    `commit` renames into place; `discard` removes it. Until then the stored partition is
+    untouched, so a run can refuse its input after reading all of it."""
+
+    def __init__(self, path: Path, schema: pa.Schema, summary: SummaryColumns = SummaryColumns()) -> None:
+        self.path = path
+        self.schema = schema
+        self.totals = _WriteSummary(schema, summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp_name)
+        self.writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp, schema)
+
+    def write(self, table: pa.Table) -> None:
+        assert self.writer is not None, f"{self.path}: written after it was closed"
+        if table.num_rows:
+            self.writer.write_table(table)
+            self.totals.add(table)
+
+    def close(self) -> WrittenPartition:
+        """Finish the temporary file (still not in place); what it holds."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return self.totals.result(self.path)
+
+    def commit(self) -> WrittenPartition:
+        written = self.close()
+        os.replace(self.tmp, self.path)
+        return written
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
 def iter_parquet_frames(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     """The file's rows as DataFrames of at most `batch_rows` rows, with their stored dtypes."""
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
@@ -362,10 +403,11 @@ def spark_transform_parquet(
 def written_metadata(
     written: Mapping[str, WrittenPartition], time_column: str | None = None, time_label: str = "time"
 ) -> dict[str, Any]:
-    """Row count, column schema and preview of partitions written by `transform_partition`.
+    """Row count, column schema and preview of streamed partition writes (one or a range).
 
     With `time_column` (kept as a range in the summary), also the earliest and latest value
-    as `earliest_<time_label>` / `latest_<time_label>` (naive timestamps read as UTC).
+    as `earliest_<time_label>` / `latest_<time_label>` (naive timestamps read as UTC): what
+    time the rows really cover.
     """
     non_empty = [w for w in written.values() if w.rows]
     first = non_empty[0] if non_empty else next(iter(written.values()))
@@ -467,6 +509,16 @@ class PartitionStore(ConfigurableResource):
     ) -> WrittenPartition:
         """Stream `tables` into the partition's file, atomically."""
         return write_tables_atomic(tables, schema, self.path(asset, partition), summary)
+
+    def stage(
+        self,
+        asset: AssetKey | str,
+        partition: str | None,
+        schema: pa.Schema,
+        summary: SummaryColumns = SummaryColumns(),
+    ) -> StagedPartition:
+        """A new version of the partition, written batch by batch and put in place by `commit`."""
+        return StagedPartition(self.path(asset, partition), schema, summary)
 
     def read_record(self, asset: AssetKey | str, partition: str | None) -> Any:
         return json.loads(self.path(asset, partition, ".json").read_text())
