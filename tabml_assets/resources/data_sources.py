@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pandas.api.types import pandas_dtype
@@ -430,7 +431,7 @@ def _numeric_dates_as_iso(text: pd.Series, day_first: bool | None, where: str) -
     Without a declared order they are refused: 05/11/2026 is 5 November in most of the world and
     May 11 in the US, and a guess would put rows on the wrong day without a word.
     """
-    candidates = text.str.contains(NUMERIC_DATE_START, regex=True, na=False).to_numpy(dtype=bool)
+    candidates = _matches(text, NUMERIC_DATE_START)
     if not candidates.any():
         return text
     parts = text[candidates].str.extract(NUMERIC_DATE)
@@ -482,11 +483,11 @@ def _to_utc(values: pd.Series, dataset: DatasetSpec, where: str) -> pd.Series:
         return _as_utc(pd.to_datetime(text, format=fmt, errors="coerce", utc="%z" in fmt), timezone)
     text = _numeric_dates_as_iso(text, dataset.day_first, where)
     if timezone == "UTC":
-        return pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+        return _parse_timestamps(text, utc=True)
     # Strings with an offset name their instant; the others are wall-clock times in `timezone`.
     has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True, na=False)
-    aware = pd.to_datetime(text.where(has_offset), errors="coerce", utc=True, format="mixed")
-    naive = pd.to_datetime(text.where(~has_offset), errors="coerce", format="mixed")
+    aware = _parse_timestamps(text.where(has_offset), utc=True)
+    naive = _parse_timestamps(text.where(~has_offset), utc=False)
     local = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
     return aware.where(has_offset, local)
 
@@ -506,6 +507,58 @@ def _to_string(values: pd.Series) -> pd.Series:
         return pd.Series(None, index=values.index, dtype="object")
     text = as_text_objects(values)
     return as_text_objects(text.map(lambda v: v if v is None or isinstance(v, str) else str(v)))
+
+
+def _as_arrow_text(values: pd.Series) -> pa.Array | None:
+    """The values as an arrow string array, or None when they are not all strings (or null)."""
+    if not (isinstance(values.dtype, pd.StringDtype) or values.dtype == object):
+        return None
+    try:
+        return pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _to_number(values: pd.Series) -> pd.Series:
+    """Numbers from any values, anything unparseable missing. Text (a CSV's cells) is cast by
+    arrow when every value is a plain number, which is several times faster than pandas."""
+    text = _as_arrow_text(values)
+    if text is not None:
+        try:
+            numbers = pc.cast(text, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some value is not a plain number: pandas marks it missing, row by row
+        else:
+            return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index)
+    return pd.to_numeric(values, errors="coerce")
+
+
+def _matches(text: pd.Series, pattern: str) -> np.ndarray:
+    """Which values match the regular expression (RE2 syntax) from their start; null never."""
+    arrow_text = _as_arrow_text(text)
+    if arrow_text is None:
+        return text.str.contains(pattern, regex=True, na=False).to_numpy(dtype=bool)
+    return pc.fill_null(pc.match_substring_regex(arrow_text, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def non_blank(values: pd.Series) -> pd.Series:
+    """Which values hold more than whitespace (computed by arrow: a CSV has one per cell)."""
+    try:
+        text = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Not all strings (a loader's mixed objects): pandas' own, slower path.
+        return values.astype("string").str.strip().ne("").fillna(False).astype(bool)
+    blank = pc.equal(pc.utf8_trim_whitespace(text), "")
+    return pd.Series(~pc.fill_null(blank, True).to_numpy(zero_copy_only=False), index=values.index)
+
+
+def _parse_timestamps(text: pd.Series, utc: bool) -> pd.Series:
+    """Timestamps in any format pandas reads; ISO 8601 first, which is several times faster."""
+    parsed = pd.to_datetime(text, errors="coerce", utc=utc, format="ISO8601")
+    retry = (parsed.isna() & text.notna()).to_numpy(dtype=bool)
+    if retry.any():
+        parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=utc, format="mixed")
+    return parsed
 
 
 def already_typed(values: pd.Series, dtype: str, timezone: str) -> bool:
@@ -535,7 +588,7 @@ def _coerce_column(values: pd.Series, dtype: str, dataset: DatasetSpec, where: s
         return _to_boolean(values)
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.Series(pd.NA, index=values.index, dtype=dtype)
-    numeric = pd.to_numeric(values, errors="coerce")
+    numeric = _to_number(values)
     if dtype == "Int64":
         numeric = numeric.astype("Float64")
         numeric = numeric.where((numeric % 1 == 0).fillna(False))
@@ -625,7 +678,7 @@ def coerce_landed_frame(
         values = frame[column]
         present = values.notna()
         if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
-            present &= values.astype("string").str.strip().ne("").fillna(False)
+            present &= non_blank(values)
         if tally is not None:
             tally.read.add(column)
             tally.present[column] += int(present.sum())
