@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tabml.bench")
 MODULE = "benchmarks.ingest"
 DAY = dt.date(2025, 8, 20)
-RAW_DATA_STEP = "nyc_taxi__raw_data"
 FORMATS = ("parquet", "csv")
 
 
@@ -69,9 +66,10 @@ def measure(bench: Bench, rows: int | None = None, formats: tuple[str, ...] = FO
         tabml_runs: list[Measurement] = []
         bare_runs: list[Measurement] = []
         for repeat in range(bench.sizes.repeats):  # interleaved: machine load hits both alike
+            # The landing section's raw_data case: the step as a sensor-requested run makes it.
             tabml_runs.append(
-                run_case("tabml_raw_day", {**workspace.as_args(), "day": DAY.isoformat()}, bench.logs,
-                         env=workspace.env(), timeout=1800, module=MODULE)
+                run_case("landing_raw_day", {**workspace.as_args(), "day": DAY.isoformat()}, bench.logs,
+                         env=workspace.env(), timeout=1800, module="benchmarks.landing_cost")
             )
             bare_runs.append(
                 run_case("bare_raw_day", {"file": str(source), "day": DAY.isoformat(),
@@ -95,8 +93,7 @@ def measure(bench: Bench, rows: int | None = None, formats: tuple[str, ...] = FO
             "bare_process_wall_seconds": summarize(bare_runs, lambda m: m.wall_seconds),
             "bare_peak_rss_mib": summarize(bare_runs, lambda m: m.peak_rss_mib),
             "time_ratio": ratio(tabml_seconds["median"], bare_seconds["median"]),
-            "tabml_rows": {"stored": done[0].result["rows"], "quarantined": done[0].result["quarantined"]}
-            if done else None,
+            "tabml_rows": {"stored": done[0].result["rows"]} if done else None,
             "bare_rows": {"stored": bare_done[0].result["rows"], "quarantined": bare_done[0].result["quarantined"]}
             if bare_done else None,
         }
@@ -105,39 +102,6 @@ def measure(bench: Bench, rows: int | None = None, formats: tuple[str, ...] = FO
 
 
 # The cases, each in a fresh process: `python -m benchmarks.ingest CASE ARGS RESULT`. --------------
-
-
-def case_tabml_raw_day(args: dict[str, Any]) -> dict[str, Any]:
-    """raw_data for one day, as a sensor-requested run materializes it."""
-    from dagster import DagsterInstance
-
-    from benchmarks.workspace import Workspace
-    from tabml_assets.definitions import build_definitions
-    from tabml_assets.seed import run_selection
-
-    spec = Workspace.from_args(args).spec()
-    defs = build_definitions(spec)
-    defs.get_repository_def()
-    with DagsterInstance.local_temp(args["dagster_home"]) as instance:
-        start = time.perf_counter()
-        result = run_selection(defs, instance, [spec.keys.raw_data], partition_key=args["day"])
-        seconds = time.perf_counter() - start
-        stamps = {
-            entry.dagster_event.event_type_value: entry.timestamp
-            for entry in instance.all_logs(result.run_id)
-            if entry.dagster_event is not None and entry.step_key == RAW_DATA_STEP
-        }
-    metadata = next(
-        e.event_specific_data.materialization.metadata
-        for e in result.get_asset_materialization_events()
-        if e.event_specific_data.materialization.asset_key == spec.keys.raw_data
-    )
-    return {
-        "seconds": seconds,
-        "step_seconds": stamps["STEP_SUCCESS"] - stamps["STEP_START"],
-        "rows": int(metadata["dagster/row_count"].value),
-        "quarantined": int(metadata["quarantined_rows"].value),
-    }
 
 
 def case_bare_raw_day(args: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +144,7 @@ def case_bare_raw_day(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "rows": len(valid), "quarantined": len(quarantined)}
 
 
-CASES = {"tabml_raw_day": case_tabml_raw_day, "bare_raw_day": case_bare_raw_day}
+CASES = {"bare_raw_day": case_bare_raw_day}
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -202,41 +166,18 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks.cases import run_module_case, section_main
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--rows", type=int, help="rows of the day (default: the scoring section's large size)")
+        parser.add_argument("--format", action="append", choices=FORMATS, help="landing file format (repeatable)")
+
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in CASES:
-        from benchmarks.cases import own_peak_rss_mib
-
-        name, args_json, result_file = argv[:3]
-        result = CASES[name](json.loads(args_json))
-        result["peak_rss_mib"] = own_peak_rss_mib()
-        Path(result_file).write_text(json.dumps(result, default=str))
-        return
-    from dataclasses import replace
-
-    from benchmarks.run import SMOKE, Bench, Sizes
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--rows", type=int, help="rows of the day (default: the scoring section's large size)")
-    parser.add_argument("--format", action="append", choices=FORMATS, help="landing file format (repeatable)")
-    parser.add_argument("--repeats", type=int, help="runs per figure (default 3)")
-    parser.add_argument("--output", type=Path, help="write latest.json with this section here")
-    parser.add_argument("--work-dir", type=Path, help="scratch folder (kept; default a temp dir)")
-    options = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    sizes = SMOKE if options.smoke else Sizes()
-    if options.repeats:
-        sizes = replace(sizes, repeats=options.repeats)
-    formats = tuple(options.format or FORMATS)
-    with tempfile.TemporaryDirectory(prefix="tabml-bench-ingest-") as temp:
-        work = options.work_dir or Path(temp)
-        result = measure(Bench(sizes=sizes, work=work), options.rows, formats)
-    for line in summary_lines(result):
-        log.info("%s", line)
-    if options.output:
-        options.output.mkdir(parents=True, exist_ok=True)
-        (options.output / "latest.json").write_text(
-            json.dumps({"results": {"ingest": result}}, indent=2, default=str) + "\n"
+    if not run_module_case(CASES, argv):  # else a case in its own process, as run_case starts it
+        section_main(
+            __doc__, argv, "ingest",
+            lambda bench, chosen: measure(bench, chosen.rows, tuple(chosen.format or FORMATS)),
+            summary_lines, options,
         )
 
 

@@ -454,11 +454,12 @@ def test_a_writer_killed_midway_leaves_the_previous_version(tmp_path: Path) -> N
 # Streaming: a day is read, validated and written in batches, never whole. ----------------------
 
 
-def streaming_defs(landing: Landing, batch_rows: int) -> Definitions:
-    """The landing deployment with a store that streams `batch_rows` rows at a time."""
+def materialize_streaming(landing: Landing, batch_rows: int) -> ExecuteInProcessResult:
+    """raw_data for KEY on the landing deployment, its store streaming `batch_rows` rows at a time."""
     store = PartitionStore(root=landing.store.root, stream_batch_rows=batch_rows)
     resources = {**landing.defs.resources, "partition_store": store, "io_manager": PartitionedParquetIOManager(store=store)}
-    return Definitions(assets=landing.defs.assets, asset_checks=landing.defs.asset_checks, resources=resources)
+    defs = Definitions(assets=landing.defs.assets, asset_checks=landing.defs.asset_checks, resources=resources)
+    return run_selection(defs, landing.instance, [landing.spec.keys.raw_data], partition_key=KEY, raise_on_error=False)
 
 
 @pytest.mark.parametrize("name", ["big.parquet", "big.csv.gz"])
@@ -478,10 +479,7 @@ def test_a_day_streams_in_batches_with_the_same_quarantine_as_a_whole_read(
         text = extra.astype({"pickup_zip": "object"})
         text.loc[25, "pickup_zip"] = "not a zip"
         text.to_csv(landing.folder / name, index=False, date_format="%Y-%m-%d %H:%M:%S", compression="gzip")
-    result = run_selection(
-        streaming_defs(landing, batch_rows=7), landing.instance, [landing.spec.keys.raw_data],
-        partition_key=KEY, raise_on_error=False,
-    )
+    result = materialize_streaming(landing, batch_rows=7)
     assert result.success
     quarantine = landing.quarantine()
     bad_rows = {10: "trip_distance outside (0, 400)", 20: "duplicate row"}
@@ -511,10 +509,7 @@ def test_a_refusal_found_after_streaming_leaves_stored_partitions_and_no_temp_fi
     bad.to_parquet(landing.folder / "bad.parquet", index=False)
     store = landing.store
     before = {key: store.path(key, KEY).read_bytes() for key in (landing.spec.keys.raw_data, landing.spec.keys.quarantine)}
-    result = run_selection(
-        streaming_defs(landing, batch_rows=16), landing.instance, [landing.spec.keys.raw_data],
-        partition_key=KEY, raise_on_error=False,
-    )
+    result = materialize_streaming(landing, batch_rows=16)
     message = failure_text(result)
     assert "100 of 140 rows (71%) failed validation" in message
     assert "Nothing was written; stored partitions are unchanged." in message
@@ -532,10 +527,7 @@ def test_a_large_file_unusable_only_past_its_first_batches_blocks_its_day(
     words = generate_demo_trips(DAY, 30).astype({"trip_distance": "object"}).assign(trip_distance="far")
     write_csv(words, landing.folder / "words.csv")
     stored = landing.stored()
-    result = run_selection(
-        streaming_defs(landing, batch_rows=7), landing.instance, [landing.spec.keys.raw_data],
-        partition_key=KEY, raise_on_error=False,
-    )
+    result = materialize_streaming(landing, batch_rows=7)
     message = failure_text(result)
     assert "1 landing file(s) hold rows for this day but cannot be used" in message
     assert "words.csv: column 'trip_distance' expected float, found object values such as ['far', 'far', 'far']" in message

@@ -75,20 +75,11 @@ def naive_utc(moment: dt.datetime) -> pd.Timestamp:
 
 def range_mask(values: pd.Series, spec: ColumnSpec) -> pd.Series:
     if isinstance(values.dtype, np.dtype) and values.dtype.kind in "fiu":
-        # Plain numbers: compare in numpy, where NaN is outside no bound.
-        numeric = values.to_numpy(dtype="float64")
-        hit = np.zeros(len(numeric), dtype=bool)
-        if spec.greater_than is not None:
-            hit |= numeric <= spec.greater_than
-        if spec.less_than is not None:
-            hit |= numeric >= spec.less_than
-        if spec.min is not None:
-            hit |= numeric < spec.min
-        if spec.max is not None:
-            hit |= numeric > spec.max
-        return pd.Series(hit, index=values.index)
-    numbers = pd.to_numeric(values, errors="coerce").astype("Float64")
-    outside = pd.Series(False, index=values.index, dtype="boolean")
+        numbers = values.to_numpy(dtype="float64")
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    # Compared in numpy, where a missing value (NaN) is outside no bound.
+    outside = np.zeros(len(numbers), dtype=bool)
     if spec.greater_than is not None:
         outside |= numbers <= spec.greater_than
     if spec.less_than is not None:
@@ -97,7 +88,7 @@ def range_mask(values: pd.Series, spec: ColumnSpec) -> pd.Series:
         outside |= numbers < spec.min
     if spec.max is not None:
         outside |= numbers > spec.max
-    return outside.fillna(False).astype(bool)
+    return pd.Series(outside, index=values.index)
 
 
 def allowed_mask(values: pd.Series, allowed: list[object]) -> pd.Series:

@@ -14,6 +14,7 @@ only the files that touch its days (see `LandingIndex`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -301,6 +302,11 @@ def _undecodable(path: Path, encoding: str | None, exc: UnicodeDecodeError) -> U
     )
 
 
+def _csv_options(compression: str | None, encoding: str | None, columns: list[str] | None) -> dict[str, Any]:
+    # Strings first: each column is parsed by the schema, so one bad value marks one row.
+    return {"dtype": str, "encoding": encoding or DEFAULT_ENCODING, "compression": compression, "usecols": columns}
+
+
 def _read_csv(
     path: Path,
     compression: str | None,
@@ -309,15 +315,7 @@ def _read_csv(
     rows: int | None = None,
 ) -> pd.DataFrame:
     try:
-        # Strings first: each column is parsed by the schema, so one bad value marks one row.
-        return pd.read_csv(
-            path,
-            dtype=str,
-            encoding=encoding or DEFAULT_ENCODING,
-            compression=compression,  # type: ignore[arg-type]
-            usecols=columns,
-            nrows=rows,
-        )
+        return pd.read_csv(path, nrows=rows, **_csv_options(compression, encoding, columns))
     except UnicodeDecodeError as exc:
         raise _undecodable(path, encoding, exc) from None
 
@@ -326,37 +324,28 @@ def _iter_csv(
     path: Path, compression: str | None, encoding: str | None, columns: list[str] | None, batch_rows: int
 ) -> Iterator[pd.DataFrame]:
     try:
-        with pd.read_csv(
-            path,
-            dtype=str,
-            encoding=encoding or DEFAULT_ENCODING,
-            compression=compression,  # type: ignore[arg-type]
-            usecols=columns,
-            chunksize=batch_rows,
-        ) as chunks:
+        with pd.read_csv(path, chunksize=batch_rows, **_csv_options(compression, encoding, columns)) as chunks:
             yield from chunks
     except UnicodeDecodeError as exc:
         raise _undecodable(path, encoding, exc) from None
 
 
-def read_landing_frame(
-    path: Path, dataset: DatasetSpec, columns: list[str] | None = None, header_only: bool = False
-) -> pd.DataFrame:
-    """A landed file's table as it is (CSV values as strings), or UnreadableFileError saying why
-    not; only `columns` when given, no rows with `header_only`."""
+def _format_of(path: Path) -> tuple[str, str | None, str]:
+    """(format, compression, how to name it) of a landed file, or UnreadableFileError."""
     detected = landing_format(path.name)
     if detected is None:
         raise UnreadableFileError(
             f"{path}: not a landing file; expected a name ending in {', '.join(LANDING_FORMATS)} (any case)"
         )
     kind, compression = detected
-    what = kind if compression is None else f"{compression}-compressed {kind}"
+    return kind, compression, kind if compression is None else f"{compression}-compressed {kind}"
+
+
+@contextlib.contextmanager
+def _unreadable_as(path: Path, what: str) -> Iterator[None]:
+    """A reader's errors as UnreadableFileError naming the file and the format it was read as."""
     try:
-        if kind == "parquet":
-            if header_only and compression is None:
-                return pq.read_schema(path).empty_table().to_pandas()
-            return _read_parquet(path, compression, columns)
-        return _read_csv(path, compression, dataset.encoding, columns, 0 if header_only else None)
+        yield
     except UnreadableFileError:
         raise
     except (pa.ArrowException, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
@@ -364,6 +353,20 @@ def read_landing_frame(
         raise UnreadableFileError(
             f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def read_landing_frame(
+    path: Path, dataset: DatasetSpec, columns: list[str] | None = None, header_only: bool = False
+) -> pd.DataFrame:
+    """A landed file's table as it is (CSV values as strings), or UnreadableFileError saying why
+    not; only `columns` when given, no rows with `header_only`."""
+    kind, compression, what = _format_of(path)
+    with _unreadable_as(path, what):
+        if kind == "parquet":
+            if header_only and compression is None:
+                return pq.read_schema(path).empty_table().to_pandas()
+            return _read_parquet(path, compression, columns)
+        return _read_csv(path, compression, dataset.encoding, columns, 0 if header_only else None)
 
 
 def iter_landing_frames(
@@ -377,14 +380,8 @@ def iter_landing_frames(
     file. A gzip-compressed parquet file is the exception: its stream cannot seek to the footer,
     so it is read whole and then sliced.
     """
-    detected = landing_format(path.name)
-    if detected is None:
-        raise UnreadableFileError(
-            f"{path}: not a landing file; expected a name ending in {', '.join(LANDING_FORMATS)} (any case)"
-        )
-    kind, compression = detected
-    what = kind if compression is None else f"{compression}-compressed {kind}"
-    try:
+    kind, compression, what = _format_of(path)
+    with _unreadable_as(path, what):
         if kind == "parquet" and compression is None:
             file = pq.ParquetFile(path)
             frames: Iterable[pd.DataFrame] = (
@@ -405,12 +402,6 @@ def iter_landing_frames(
             yield frame
         if not delivered:
             yield header if header is not None else _read_csv(path, compression, dataset.encoding, columns, 0)
-    except UnreadableFileError:
-        raise
-    except (pa.ArrowException, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise UnreadableFileError(
-            f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})"
-        ) from None
 
 
 def _describe_values(values: pd.Series) -> str:
