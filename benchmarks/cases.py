@@ -307,6 +307,56 @@ def own_peak_rss_mib() -> float | None:
     return None
 
 
+def run_module_case(cases: dict[str, Case], argv: list[str]) -> bool:
+    """Run `argv` = [CASE, ARGS_JSON, RESULT_FILE] of another case module, as `run_case` starts
+    one in its own process; False when argv names no case of `cases`."""
+    if not argv or argv[0] not in cases:
+        return False
+    name, args_json, result_file = argv[:3]
+    result = cases[name](json.loads(args_json))
+    result["peak_rss_mib"] = own_peak_rss_mib()
+    Path(result_file).write_text(json.dumps(result, default=str))
+    return True
+
+
+def section_main(
+    doc: str | None,
+    argv: list[str],
+    name: str,
+    measure: Callable[[Any, Any], dict[str, Any]],
+    summary: Callable[[dict[str, Any]], list[str]],
+    add_arguments: Callable[[Any], None] | None = None,
+) -> None:
+    """A benchmark section run alone (`python -m benchmarks.<section>`): --smoke, --repeats,
+    --output, plus the section's own options; `measure(bench, options)` gives its figures."""
+    import argparse
+    import logging
+    import tempfile
+    from dataclasses import replace
+
+    from benchmarks.run import SMOKE, Bench, Sizes
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--repeats", type=int, help="runs per figure (default 3)")
+    parser.add_argument("--output", type=Path, help="write latest.json with this section here")
+    parser.add_argument("--work-dir", type=Path, help="scratch folder, kept (default a temp dir)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    sizes = SMOKE if options.smoke else Sizes()
+    if options.repeats:
+        sizes = replace(sizes, repeats=options.repeats)
+    with tempfile.TemporaryDirectory(prefix=f"tabml-bench-{name}-") as temp:
+        result = measure(Bench(sizes=sizes, work=options.work_dir or Path(temp)), options)
+    for line in summary(result):
+        logging.getLogger("tabml.bench").info("%s", line)
+    if options.output:
+        options.output.mkdir(parents=True, exist_ok=True)
+        (options.output / "latest.json").write_text(json.dumps({"results": {name: result}}, indent=2, default=str) + "\n")
+
+
 def main() -> None:
     name, args_json, result_file = sys.argv[1:4]
     profile_file = os.environ.get("TABML_BENCH_PROFILE")

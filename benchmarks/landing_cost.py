@@ -22,12 +22,10 @@ figure is one run of `many` with the index deleted (every file is read once, the
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,40 +297,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from benchmarks.cases import run_module_case, section_main
+
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in CASES:
-        # A case in its own process, as benchmarks.run.run_case starts it.
-        from benchmarks.cases import own_peak_rss_mib
-
-        name, args_json, result_file = argv[:3]
-        result = CASES[name](json.loads(args_json))
-        result["peak_rss_mib"] = own_peak_rss_mib()
-        Path(result_file).write_text(json.dumps(result, default=str))
-        return
-    from dataclasses import replace
-
-    from benchmarks.run import SMOKE, Bench, Sizes
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--repeats", type=int, help="runs per figure (default 3)")
-    parser.add_argument("--output", type=Path, help="write latest.json with this section here")
-    options = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    sizes = SMOKE if options.smoke else Sizes()
-    if options.repeats:
-        sizes = replace(sizes, repeats=options.repeats)
-    with tempfile.TemporaryDirectory(prefix="tabml-bench-landing-") as work:
-        result = measure(Bench(sizes=sizes, work=Path(work)))
-    for line in summary_lines(result):
-        log.info("%s", line)
-    if options.output:
-        options.output.mkdir(parents=True, exist_ok=True)
-        (options.output / "latest.json").write_text(
-            json.dumps({"results": {"landing": result}}, indent=2, default=str) + "\n"
-        )
+    if not run_module_case(CASES, argv):  # else a case in its own process, as run_case starts it
+        section_main(__doc__, argv, "landing", lambda bench, _: measure(bench), summary_lines)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def run_tabml(sample: pd.DataFrame, root: Path) -> dict[str, Any]:
     from dagster import DagsterInstance
 
     from tabml_assets.definitions import build_definitions
-    from tabml_assets.resources.storage import PartitionedParquetIOManager
+    from tabml_assets.resources import build_partition_store
     from tabml_assets.seed import run_selection
     from tabml_assets.spec import load_deployment
 
@@ -99,11 +99,13 @@ def run_tabml(sample: pd.DataFrame, root: Path) -> dict[str, Any]:
         first_scored = TRAINING_DAY + dt.timedelta(days=1)
         run_selection(defs, instance, keys.assets("batch_predictions"), partition_range=(str(first_scored), str(LAST_DAY)))
         seconds["score_february"] = time.perf_counter() - start
-    store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-    days = [first_scored + dt.timedelta(days=i) for i in range((LAST_DAY - first_scored).days + 1)]
-    paths = [store.partition_path(keys.batch_predictions, str(d)) for d in days]
-    scored = pd.concat([pd.read_parquet(p) for p in paths if p.exists()], ignore_index=True)
-    report = json.loads(store.partition_path(keys.evaluation_report, str(TRAINING_DAY), ".json").read_text())
+    store = build_partition_store(spec)
+    days = [str(first_scored + dt.timedelta(days=i)) for i in range((LAST_DAY - first_scored).days + 1)]
+    scored = pd.concat(
+        [store.read_frame(keys.batch_predictions, d) for d in days if store.exists(keys.batch_predictions, d)],
+        ignore_index=True,
+    )
+    report = store.read_record(keys.evaluation_report, str(TRAINING_DAY))
     return {
         "february": scores(scored["prediction"].to_numpy(), scored[pipeline.target_column].to_numpy()),
         "landed_days": landed_days,

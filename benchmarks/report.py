@@ -116,6 +116,23 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                              f"plain script {_num(reference['rmse_without_worst_5'], 3)}", "", "",
                              f"the 5 worst carry {tabml['worst_5_share_of_squared_error']:.0%} of the squared error"))
 
+    ingest = results.get("ingest")
+    if ingest and "error" not in ingest:
+        for kind in ("parquet", "csv"):
+            figure = ingest.get(kind)
+            if not figure:
+                continue
+            time_ratio, peak = figure["time_ratio"], figure["tabml_peak_rss_mib"]["median"]
+            rows.append((f"9. Ingest one {ingest['rows']:,}-row day, {kind} landing file: raw_data step",
+                         _med(figure["tabml_step_seconds"], suffix=" s"),
+                         f"bare read-validate-write {_med(figure['bare_seconds'], suffix=' s')}",
+                         _num(time_ratio, 2, "×"), f"≤ {ingest['targets']['time_ratio_max']}×",
+                         _verdict(None if time_ratio is None else time_ratio <= ingest["targets"]["time_ratio_max"])))
+            rows.append(("   peak RSS", _med(figure["tabml_peak_rss_mib"], 0, " MiB"),
+                         _med(figure["bare_peak_rss_mib"], 0, " MiB"), "",
+                         f"< {ingest['targets']['peak_rss_mib_max']:,} MiB",
+                         _verdict(None if peak is None else peak < ingest["targets"]["peak_rss_mib_max"])))
+
     for name, error in failed.items():
         rows.append((f"{name}", "**failed**", "", "", "", error.splitlines()[0][:120]))
     return rows

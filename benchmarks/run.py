@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).absolute().parent.parent
 RESULTS_DIR = Path(__file__).absolute().parent / "results"
 SECTIONS = (
     "load_time", "end_to_end", "scoring", "spark", "backfill", "sensor", "real_taxi", "landing",
-    "spark_training",
+    "spark_training", "ingest",
 )
 LIBRARIES = ("dagster", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "pyspark", "dagster-pyspark")
 RSS_SAMPLE_SECONDS = 0.05
@@ -325,11 +325,10 @@ class Bench:
         return f"models:/{spec.profile.mlflow.model_name}/{version}"
 
     def features_file(self, workspace: ws.Workspace, day: dt.date) -> Path:
-        from tabml_assets.resources.storage import PartitionedParquetIOManager
+        from tabml_assets.resources import build_partition_store
 
         spec = workspace.spec()
-        store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-        return store.partition_path(spec.keys.features, day.isoformat())
+        return build_partition_store(spec).path(spec.keys.features, day.isoformat())
 
     def scoring(self) -> dict[str, Any]:
         """2: batch_predictions throughput and peak RSS at two sizes, against bare model.predict."""
@@ -476,6 +475,12 @@ class Bench:
         from benchmarks import landing_cost
 
         return landing_cost.measure(self)
+
+    def ingest(self) -> dict[str, Any]:
+        """9: raw_data for one large day (parquet and CSV landing file) against a bare read-validate-write."""
+        from benchmarks import ingest
+
+        return ingest.measure(self)
 
 
 def _median_steps(measurements: list[Measurement]) -> dict[str, float | None]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from dagster import (
     AssetKey,
+    AssetSelection,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -21,8 +22,8 @@ from tabml_assets.dagster_compat import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 from tabml_assets.keys import BATCH_PREDICTIONS, FEATURES, RAW_DATA
+from tabml_assets.resources import build_partition_store
 from tabml_assets.resources.data_sources import land_demo_files
-from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.spec import LoadedSpec
 from tabml_assets.utc import days_between
 
@@ -53,8 +54,13 @@ def run_selection(
     partition_range: tuple[str, str] | None = None,
     raise_on_error: bool = True,
 ) -> ExecuteInProcessResult:
-    """Materialize `assets` for one partition or, in a single run, a range of partitions."""
+    """Materialize `assets` for one partition or, in a single run, a range of partitions.
+
+    Assets made by the same step as a selected one (raw_data's quarantine) are selected with it.
+    """
     job = defs.resolve_implicit_global_asset_job_def()
+    selection = AssetSelection.assets(*assets).required_multi_asset_neighbors()
+    assets = sorted(selection.resolve(defs.resolve_asset_graph()))
     tags = {}
     if partition_range is not None:
         tags = {ASSET_PARTITION_RANGE_START_TAG: partition_range[0], ASSET_PARTITION_RANGE_END_TAG: partition_range[1]}
@@ -88,14 +94,10 @@ def seed_demo(defs: Definitions, spec: LoadedSpec, instance: DagsterInstance, to
     return plan
 
 
-def partition_store(spec: LoadedSpec) -> PartitionedParquetIOManager:
-    return PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-
-
 def is_seeded(spec: LoadedSpec, today: dt.date) -> bool:
     """True when the project's latest day's predictions exist, so `make run` starts at once."""
     scoring_key = plan_seed(spec, today).scoring_day.isoformat()
-    return partition_store(spec).partition_path(spec.keys.batch_predictions, scoring_key).exists()
+    return build_partition_store(spec).exists(spec.keys.batch_predictions, scoring_key)
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 # The example project the test deployment runs; every asset, job, schedule and sensor carries its name.
 KEYS = PipelineKeys("nyc_taxi")
 RAW_DATA, FEATURES = KEYS.raw_data, KEYS.features
+QUARANTINE = KEYS.quarantine
 TRAINED_MODEL, BATCH_PREDICTIONS = KEYS.trained_model, KEYS.batch_predictions
 LANDING_SENSOR = KEYS.sensor(keys.LANDING_SENSOR)
 CHAMPION_SENSOR = KEYS.sensor(keys.CHAMPION_SENSOR)
@@ -176,7 +177,7 @@ def test_file_with_three_days_requests_exactly_those_partitions(
     assert partitions_of(first) == DAYS
     assert {r.job_name for r in first.run_requests} <= {None, SCORING_JOB}
     # No champion yet: the days are ingested, scoring waits for a model.
-    assert all(set(r.asset_selection) == {RAW_DATA, FEATURES} for r in first.run_requests)
+    assert all(set(r.asset_selection) == {RAW_DATA, QUARANTINE, FEATURES} for r in first.run_requests)
     assert all(r.tags["tabml/landing_files"] == "trips.parquet" for r in first.run_requests)
 
     # The persisted cursor remembers the file: the same content requests nothing.

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from dagster import DagsterInstance
 from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
+from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import seed_demo
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.conftest import TODAY
@@ -74,7 +74,7 @@ def test_dropped_file_is_scored_with_no_click(conf_dir: Path, tabml_home: Path, 
     assert sorted(r["tags"]["dagster/partition"] for r in runs) == NEW_DAYS
     assert {r["tags"]["tabml/landing_files"] for r in runs} == {"new_trips.parquet"}
     for day in NEW_DAYS:
-        predictions = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{day}.parquet")
+        predictions = build_partition_store(spec).read_frame(spec.keys.batch_predictions, day)
         assert len(predictions) == ROWS_PER_DAY
         assert predictions["prediction"].notna().all()
         assert set(predictions["model_version"]) == {str(champion.version)}

@@ -9,6 +9,7 @@ reason and keeps every good one.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import signal
 import subprocess
@@ -19,14 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from tabml_assets.definitions import build_definitions
+from tabml_assets.keys import PipelineKeys
 from tabml_assets.ml.quality import REASON_COLUMN
+from tabml_assets.resources import build_partition_store, data_sources
 from tabml_assets.resources.storage import (
     PartitionedParquetIOManager,
+    PartitionStore,
     atomic_write_bytes,
     write_parquet_atomic,
 )
@@ -35,6 +40,7 @@ from tabml_assets.spec import LoadedSpec, load_spec
 
 DAY = dt.date(2026, 3, 5)
 KEY = DAY.isoformat()
+KEYS = PipelineKeys("nyc_taxi")
 ROWS = 40
 # The nyc_taxi example's columns: the dataset these landing files belong to.
 PICKUP = "tpep_pickup_datetime"
@@ -59,14 +65,14 @@ class Landing:
     defs: Definitions
     instance: DagsterInstance
     folder: Path
-    store: PartitionedParquetIOManager
+    store: PartitionStore
     good: pd.DataFrame
 
     def stored(self, key: str = KEY) -> pd.DataFrame:
-        return pd.read_parquet(self.store.partition_path(self.spec.keys.raw_data, key))
+        return self.store.read_frame(self.spec.keys.raw_data, key)
 
     def quarantine(self, key: str = KEY) -> pd.DataFrame:
-        return pd.read_parquet(self.store.partition_path(self.spec.keys.quarantine, key))
+        return self.store.read_frame(self.spec.keys.quarantine, key)
 
     def materialize(self, key: str | None = KEY, partition_range: tuple[str, str] | None = None) -> ExecuteInProcessResult:
         return run_selection(
@@ -88,10 +94,10 @@ def landing(conf_dir: Path, tabml_home: Path, instance: DagsterInstance) -> Land
     folder.mkdir(parents=True)
     good = generate_demo_trips(DAY, ROWS)
     good.to_parquet(folder / "good.parquet", index=False)
-    store = PartitionedParquetIOManager(root=str(tabml_home / "data"))
+    store = build_partition_store(spec)
     state = Landing(spec, build_definitions(spec), instance, folder, store, good)
     assert state.materialize().success
-    assert store.partition_path(spec.keys.raw_data, KEY) == tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{KEY}.parquet"
+    assert Path(store.root) == tabml_home / "data"
     pd.testing.assert_frame_equal(state.stored(), good)
     return state
 
@@ -393,7 +399,7 @@ def test_file_spanning_several_days_feeds_each_day(landing: Landing) -> None:
 
 
 def test_a_writer_that_raises_midway_leaves_the_previous_version(tmp_path: Path) -> None:
-    target = tmp_path / "raw_data" / f"{KEY}.parquet"
+    target = PartitionStore(root=str(tmp_path)).path(KEYS.raw_data, KEY)
     previous = generate_demo_trips(DAY, 30)
     write_parquet_atomic(previous, target)
 
@@ -425,7 +431,7 @@ atomic_write_bytes(Path(sys.argv[1]), slow_write)
 
 
 def test_a_writer_killed_midway_leaves_the_previous_version(tmp_path: Path) -> None:
-    target = tmp_path / "features" / f"{KEY}.parquet"
+    target = PartitionStore(root=str(tmp_path)).path(KEYS.features, KEY)
     previous = generate_demo_trips(DAY, 30)
     write_parquet_atomic(previous, target)
     process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)])
@@ -443,3 +449,88 @@ def test_a_writer_killed_midway_leaves_the_previous_version(tmp_path: Path) -> N
     pd.testing.assert_frame_equal(pd.read_parquet(target), previous)
     # What the kill left behind is a hidden temp file, which no reader or landing scan picks up.
     assert all(p.name.startswith(f".{target.name}.") and p.suffix == ".tmp" for p in temp_files)
+
+
+# Streaming: a day is read, validated and written in batches, never whole. ----------------------
+
+
+def materialize_streaming(landing: Landing, batch_rows: int) -> ExecuteInProcessResult:
+    """raw_data for KEY on the landing deployment, its store streaming `batch_rows` rows at a time."""
+    store = PartitionStore(root=landing.store.root, stream_batch_rows=batch_rows)
+    resources = {**landing.defs.resources, "partition_store": store, "io_manager": PartitionedParquetIOManager(store=store)}
+    defs = Definitions(assets=landing.defs.assets, asset_checks=landing.defs.asset_checks, resources=resources)
+    return run_selection(defs, landing.instance, [landing.spec.keys.raw_data], partition_key=KEY, raise_on_error=False)
+
+
+@pytest.mark.parametrize("name", ["big.parquet", "big.csv.gz"])
+def test_a_day_streams_in_batches_with_the_same_quarantine_as_a_whole_read(
+    landing: Landing, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Every file skimmed and streamed in batches of 7 rows: a duplicate of a row in an earlier
+    batch, a bad value and an unparseable one are quarantined with their file row, and the
+    stored day is the whole-read result, written one row group per batch."""
+    monkeypatch.setattr(data_sources, "FULL_READ_BYTES", 0)
+    extra = generate_demo_trips(DAY, 30).assign(fare_amount=lambda f: f["fare_amount"] + 0.001)
+    extra.loc[10, "trip_distance"] = -2.0
+    extra.loc[20] = extra.loc[2]  # repeats a row three batches earlier
+    if name.endswith(".parquet"):
+        extra.to_parquet(landing.folder / name, index=False, row_group_size=9)
+    else:
+        text = extra.astype({"pickup_zip": "object"})
+        text.loc[25, "pickup_zip"] = "not a zip"
+        text.to_csv(landing.folder / name, index=False, date_format="%Y-%m-%d %H:%M:%S", compression="gzip")
+    result = materialize_streaming(landing, batch_rows=7)
+    assert result.success
+    quarantine = landing.quarantine()
+    bad_rows = {10: "trip_distance outside (0, 400)", 20: "duplicate row"}
+    if name.endswith(".csv.gz"):
+        bad_rows[25] = "unparseable pickup_zip; null pickup_zip"
+    assert dict(zip(quarantine["source_row"], quarantine[REASON_COLUMN], strict=True)) == bad_rows
+    assert set(quarantine["source_file"]) == {name}
+    # Files in name order (big.* before good.parquet), each file's rows in its order.
+    stored = landing.stored()
+    kept = extra.drop(index=list(bad_rows)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(stored.iloc[: len(kept)].reset_index(drop=True), kept.astype(stored.dtypes.to_dict()))
+    pd.testing.assert_frame_equal(stored.iloc[len(kept) :].reset_index(drop=True), landing.good)
+    row_groups = pq.ParquetFile(landing.store.path(landing.spec.keys.raw_data, KEY)).metadata.num_row_groups
+    assert row_groups >= 30 // 7  # one (or more) per batch: the day was never one frame
+    rows = materialization_metadata(result)["rows_per_file"][name]
+    assert rows == {"delivered": 30, "stored": 30 - len(bad_rows), "quarantined": len(bad_rows),
+                    "in_other_partitions": 0, "before_first_partition": 0, "for_days_not_closed": 0}
+
+
+def test_a_refusal_found_after_streaming_leaves_stored_partitions_and_no_temp_files(
+    landing: Landing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quarantine fraction is known only after the last batch: the batches already written
+    go to temporary files, which the refusal removes; the stored day and its quarantine stay."""
+    monkeypatch.setattr(data_sources, "FULL_READ_BYTES", 0)
+    bad = generate_demo_trips(DAY, 100).assign(trip_distance=-1.0)
+    bad.to_parquet(landing.folder / "bad.parquet", index=False)
+    store = landing.store
+    before = {key: store.path(key, KEY).read_bytes() for key in (landing.spec.keys.raw_data, landing.spec.keys.quarantine)}
+    result = materialize_streaming(landing, batch_rows=16)
+    message = failure_text(result)
+    assert "100 of 140 rows (71%) failed validation" in message
+    assert "Nothing was written; stored partitions are unchanged." in message
+    for key, content in before.items():
+        assert store.path(key, KEY).read_bytes() == content
+        assert sorted(p.name for p in store.asset_folder(key).iterdir()) == [f"{KEY}.parquet"]
+
+
+def test_a_large_file_unusable_only_past_its_first_batches_blocks_its_day(
+    landing: Landing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A skimmed file whose distance column holds no number in any row: known only at the end
+    of the stream, it holds back its day, is recorded in the landing index and nothing is written."""
+    monkeypatch.setattr(data_sources, "FULL_READ_BYTES", 0)
+    words = generate_demo_trips(DAY, 30).astype({"trip_distance": "object"}).assign(trip_distance="far")
+    write_csv(words, landing.folder / "words.csv")
+    stored = landing.stored()
+    result = materialize_streaming(landing, batch_rows=7)
+    message = failure_text(result)
+    assert "1 landing file(s) hold rows for this day but cannot be used" in message
+    assert "words.csv: column 'trip_distance' expected float, found object values such as ['far', 'far', 'far']" in message
+    pd.testing.assert_frame_equal(landing.stored(), stored)
+    index = json.loads((landing.folder / data_sources.INDEX_FILE).read_text())
+    assert "trip_distance" in index["files"]["words.csv"]["error"]

@@ -10,7 +10,6 @@ project's own steps, and a scoring day whose file has no label column at all.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ import yaml
 from dagster import AssetCheckKey, AssetSelection, DagsterInstance, Definitions, define_asset_job
 
 from tabml_assets.definitions import build_definitions
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import SpecError, load_deployment
 
@@ -213,21 +212,21 @@ def test_a_dataset_tabml_has_never_seen_runs_end_to_end(
     run_selection(defs, instance, keys.assets("trained_model", "evaluation_report", "champion_model"), partition_key=training_day)
     run_selection(defs, instance, keys.assets("batch_predictions"), partition_key=scoring_day.isoformat())
 
-    store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-    raw = pd.read_parquet(store.partition_path(keys.raw_data, days[0].isoformat()))
+    store = build_partition_store(spec)
+    raw = store.read_frame(keys.raw_data, days[0].isoformat())
     # Strings stay strings, "yes"/"no" became booleans, Berlin wall-clock times are stored in UTC.
     assert raw["station"].map(type).eq(str).all()
     assert raw["is_holiday"].dtype == bool
     first_local = pd.Timestamp(rentals(days[0], 300)["rented_at"].iloc[0])
     assert raw["rented_at"].iloc[0] == first_local - pd.Timedelta(hours=2)
 
-    report = json.loads(store.partition_path(keys.evaluation_report, training_day, ".json").read_text())
+    report = store.read_record(keys.evaluation_report, training_day)
     challenger, baseline = report["challenger"]["metrics"], report["baseline"]["metrics"]
     assert challenger["rmse"] < 0.5 * baseline["rmse"], report
     assert challenger["median_ae"] < baseline["median_ae"]
     assert report["gate_passed"] is True
 
-    scored = pd.read_parquet(store.partition_path(keys.batch_predictions, scoring_day.isoformat()))
+    scored = store.read_frame(keys.batch_predictions, scoring_day.isoformat())
     assert len(scored) == 120
     assert scored["ride_minutes"].isna().all()  # no label yet, scored all the same
     assert np.isfinite(scored["prediction"]).all()

@@ -42,7 +42,7 @@ from tabml_assets.ml.shadow import (
     shadow_frame,
     shadow_promotion_verdict,
 )
-from tabml_assets.resources import build_resources
+from tabml_assets.resources import build_partition_store, build_resources
 from tabml_assets.seed import SeedPlan, run_selection, seed_demo
 from tabml_assets.spec import LoadedSpec, ShadowSpec, ValidationSpec, load_deployment, load_spec
 from tabml_assets_tests.conftest import TODAY
@@ -245,8 +245,9 @@ def test_shadow_scoring_and_the_n_day_promotion_rule(
     assert shadow["challenger_realized_rmse"] < shadow["champion_realized_rmse"]
     assert shadow["challenger_no_worse_on_rmse"] is True
     assert "| v1 | v2 | 400 | 400 |" in shadow["champion_vs_challenger"]
-    stored = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "challenger_predictions" / f"{shadow_days[0]}.parquet")
-    served = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{shadow_days[0]}.parquet")
+    store = build_partition_store(spec)
+    stored = store.read_frame(KEYS.challenger_predictions, shadow_days[0])
+    served = store.read_frame(KEYS.batch_predictions, shadow_days[0])
     assert set(stored["champion_version"]) == {"1"} and set(stored["challenger_version"]) == {"2"}
     np.testing.assert_allclose(stored["champion_prediction"], served["prediction"])
     # Consumers of batch_predictions see the champion's predictions only.
@@ -425,6 +426,6 @@ def test_shadow_scoring_of_the_flights_classifier(tabml_home: Path, instance: Da
     for prefix in ("champion", "challenger"):
         assert 0 < shadow[f"{prefix}_realized_roc_auc"] < 1 and shadow[f"{prefix}_realized_log_loss"] > 0
     assert isinstance(shadow["challenger_no_worse_on_roc_auc"], bool)
-    stored = pd.read_parquet(tabml_home / "data" / "nyc_flights" / "challenger_predictions" / f"{day}.parquet")
+    stored = build_partition_store(spec).read_frame(keys.challenger_predictions, day)
     assert {"champion_probability_True", "challenger_probability_True", "labels_agree"} <= set(stored.columns)
     assert stored["labels_agree"].mean() == pytest.approx(shadow["mean_labels_agree"])

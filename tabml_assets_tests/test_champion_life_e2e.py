@@ -10,11 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from dagster import DagsterInstance
 from mlflow.tracking import MlflowClient
 
+from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import run_selection
 from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
 from tabml_assets_tests.test_automation import edit_profile
@@ -127,7 +127,7 @@ def test_rollback_through_the_webserver_rescores_with_the_restored_version(
         # v1 champion (weak), v2 better and promoted, two days scored by v2, v3 never gated.
         plan = seed_with(conf_dir, project_dir, tabml_home, instance, learning_rate=WEAK_LEARNING_RATE)
         set_learning_rate(project_dir, 0.1)
-        _, defs = reload(conf_dir, tabml_home)
+        spec, defs = reload(conf_dir, tabml_home)
         run_selection(defs, instance, TRAINING, partition_key=plan.training_day.isoformat())
         scored = [plan.training_day.isoformat(), plan.scoring_day.isoformat()]
         for day in scored:
@@ -157,7 +157,7 @@ def test_rollback_through_the_webserver_rescores_with_the_restored_version(
         runs = wait_for_rescores(server, "1", len(scored))
         assert sorted(r["tags"]["dagster/partition"] for r in runs) == scored
         for day in scored:
-            predictions = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{day}.parquet")
+            predictions = build_partition_store(spec).read_frame(KEYS.batch_predictions, day)
             assert set(predictions["model_version"]) == {"1"}
         # Each rescored day says so on batch_predictions itself (the lineage sensor's observation).
         deadline = time.monotonic() + 60

@@ -36,6 +36,7 @@ from tabml_assets.processes import host_name, process_alive_since, process_start
 from tabml_assets.resources.model_registry import ENDED_BY_TAG, ModelRegistry
 from tabml_assets.resources.storage import (
     STALE_TEMP_AGE_SECONDS,
+    PartitionStore,
     remove_stale_temp_files,
     write_parquet_atomic,
 )
@@ -228,20 +229,21 @@ def test_the_next_write_removes_what_a_killed_writer_left(
 ) -> None:
     import pandas as pd
 
-    folder = tmp_path / "data" / "nyc_taxi" / "features"
-    day = folder / f"{DAY}.parquet"
+    store = PartitionStore(root=str(tmp_path / "data"))
+    folder = store.asset_folder(KEYS.features)
+    day = store.path(KEYS.features, DAY)
     write_parquet_atomic(pd.DataFrame({"x": [1, 2]}), day)
     writer, temp = start_writer(day, worker_processes)
     assert temp.name.startswith(f".{day.name}.{host_name()}.{writer.pid}.") and temp.suffix == ".tmp"
 
     # While its writer lives, the temporary file is its business: another write leaves it.
-    write_parquet_atomic(pd.DataFrame({"x": [3]}), folder / "2026-03-08.parquet")
+    store.write_frame(KEYS.features, "2026-03-08", pd.DataFrame({"x": [3]}))
     assert temp.exists()
 
     sigkill(writer)
     assert temp.exists(), "nothing removes it by itself"
     # The next run writes any partition of the asset: the dead writer's temp file goes.
-    write_parquet_atomic(pd.DataFrame({"x": [4]}), folder / "2026-03-10.parquet")
+    store.write_frame(KEYS.features, "2026-03-10", pd.DataFrame({"x": [4]}))
     assert not temp.exists()
     assert sorted(p.name for p in folder.iterdir()) == ["2026-03-08.parquet", f"{DAY}.parquet", "2026-03-10.parquet"]
     assert pd.read_parquet(day)["x"].tolist() == [1, 2]

@@ -62,7 +62,7 @@ from tabml_assets.resources.databricks import (
 )
 from tabml_assets.resources.databricks_table import DatabricksTableSource, MissingColumnsError
 from tabml_assets.resources.retries import is_transient_error_info
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources.storage import PartitionStore
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.databricks_emulator import DatabricksWorkspaceEmulator, running_emulator
 
@@ -103,7 +103,8 @@ def staging_asset_job(name: str, assets: tuple[str, ...]) -> JobDefinition:
     Python starts down on a shared 2-core machine.
     """
     defs = load_definitions()
-    selection = AssetSelection.assets(*KEYS.assets(*assets)).without_checks()
+    # raw_data's quarantine comes from the same step, so it is selected with raw_data.
+    selection = AssetSelection.assets(*KEYS.assets(*assets)).required_multi_asset_neighbors().without_checks()
     if "evaluation_report" in assets:
         selection = selection | AssetSelection.checks_for_assets(KEYS.evaluation_report)
     job = define_asset_job(name, selection=selection, executor_def=in_process_executor)
@@ -132,9 +133,10 @@ class Staging:
     tabml_home: Path
     table_dir: Path
 
-    def partition_path(self, asset: str, suffix: str = ".parquet") -> Path:
-        store = PartitionedParquetIOManager(root=str(self.tabml_home / "data"))
-        return store.partition_path(KEYS.asset(asset), PARTITION, suffix)
+    @property
+    def store(self) -> PartitionStore:
+        """The volume storage both sides see (the emulated volume is a folder of the test)."""
+        return PartitionStore(root=str(self.tabml_home / "data"))
 
 
 def write_trips_table(folder: Path, day: dt.date) -> Path:
@@ -270,7 +272,7 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
         for event in step_events(instance, result.run_id, DagsterEventType.ASSET_MATERIALIZATION)
     ]
     by_asset = {e.asset_key: e for e in materializations}
-    assert set(by_asset) == set(KEYS.assets(*PIPELINE_ASSETS))
+    assert set(by_asset) == {*KEYS.assets(*PIPELINE_ASSETS), KEYS.quarantine}
     for asset in KEYS.assets(*HEAVY_ASSETS):
         assert by_asset[asset].pid in driver_pids, asset
 
@@ -282,14 +284,14 @@ def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
         assert run.report["tabml_env"]["TABML_HOME"] == str(staging.tabml_home)
 
     # Outputs are in the storage both sides see, under the project, for the partition's day only.
-    raw_path = staging.partition_path("raw_data")
+    raw_path = staging.store.path(KEYS.raw_data, PARTITION)
     assert raw_path == staging.tabml_home / "data" / PROJECT / "raw_data" / f"{PARTITION}.parquet"
-    raw = pd.read_parquet(raw_path)
+    raw = staging.store.read_frame(KEYS.raw_data, PARTITION)
     assert len(raw) == ROWS_PER_DAY
     assert (raw["tpep_pickup_datetime"].dt.date.astype(str) == PARTITION).all()
-    predictions = pd.read_parquet(staging.partition_path("batch_predictions"))
+    predictions = staging.store.read_frame(KEYS.batch_predictions, PARTITION)
     assert len(predictions) == ROWS_PER_DAY and predictions["prediction"].notna().all()
-    report = json.loads(staging.partition_path("evaluation_report", ".json").read_text())
+    report = staging.store.read_record(KEYS.evaluation_report, PARTITION)
     assert report["gate_passed"] is True
 
     # Permissions were set on each run's job; the injected faults were answered, then retried.
@@ -340,7 +342,7 @@ TERMINATION_SCRIPT = textwrap.dedent("""
     with DagsterInstance.from_ref(DagsterInstance.local_temp(sys.argv[1]).get_ref()) as instance:
         execute_job(
             reconstructable(staging_job), instance=instance,
-            tags={"dagster/partition": PARTITION}, asset_selection=[AssetKey(["nyc_taxi", "raw_data"])],
+            tags={"dagster/partition": PARTITION}, asset_selection=[AssetKey(["nyc_taxi", "raw_data"]), AssetKey(["nyc_taxi", "raw_data_quarantine"])],
         )
 """)
 
@@ -470,7 +472,7 @@ def test_a_remote_step_that_cannot_build_its_resources_fails_once_naming_the_cau
 
     result = execute_job(
         reconstructable(staging_job), instance=instance,
-        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data],
+        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data, KEYS.quarantine],
     )
     assert not result.success
     # One Databricks run, whose driver reported the resource failure; one step failure, no retry.
@@ -497,7 +499,7 @@ def test_a_secret_missing_from_the_scope_fails_the_step_with_the_task_error(
     del staging.emulator.secret_scopes["tabml-staging"]["databricks-token"]
     result = execute_job(
         reconstructable(staging_job), instance=instance,
-        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data],
+        tags={"dagster/partition": PARTITION}, asset_selection=[KEYS.raw_data, KEYS.quarantine],
     )
     assert not result.success
     (remote,) = staging.emulator.runs.values()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 from dagster import AssetKey, DagsterInstance, Definitions
 from mlflow.tracking import MlflowClient
 
+from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import plan_seed, run_selection, seed_demo
 from tabml_assets.spec import LoadedSpec
 from tabml_assets_tests.conftest import TODAY
@@ -28,21 +28,21 @@ def test_demo_graph_end_to_end(
     test_defs: Definitions, test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path
 ) -> None:
     plan = seed_demo(test_defs, test_spec, instance, TODAY)
-    # <storage root>/<project>/<asset>/<partition>: each project's partitions under its name.
-    data = tabml_home / "data" / "nyc_taxi"
+    store = build_partition_store(test_spec)
+    keys = test_spec.keys
     event_time = test_spec.pipeline.event_time
     rows_per_day = test_spec.profile.data_source.demo_rows_per_day
 
     # raw -> features for every ingested day, one run for the whole range.
     for day in plan.ingest_days:
-        raw = pd.read_parquet(data / "raw_data" / f"{day}.parquet")
-        features = pd.read_parquet(data / "features" / f"{day}.parquet")
+        raw = store.read_frame(keys.raw_data, day.isoformat())
+        features = store.read_frame(keys.features, day.isoformat())
         assert len(raw) == len(features) == rows_per_day
         assert (pd.to_datetime(raw[event_time]).dt.date == day).all()
         assert set(test_spec.pipeline.feature_columns) <= set(features.columns)
 
     # The model beats the naive baseline by a wide margin on the held-out test split.
-    report = json.loads((data / "evaluation_report" / f"{plan.training_day}.json").read_text())
+    report = store.read_record(keys.evaluation_report, plan.training_day.isoformat())
     ratio = report["challenger"]["metrics"]["rmse"] / report["baseline"]["metrics"]["rmse"]
     assert ratio <= 0.6, report
     assert report["gate_passed"] is True
@@ -63,7 +63,7 @@ def test_demo_graph_end_to_end(
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == f"features[{plan.ingest_days[0]}..{plan.training_day}]"
     assert dataset_input.dataset.digest and "trip_distance" in dataset_input.dataset.schema
-    assert str(data / "features") in dataset_input.dataset.source
+    assert str(store.asset_folder(keys.features)) in dataset_input.dataset.source
     # The evaluation run: each model's test metrics, the gate and the report, FINISHED.
     evaluated = latest_metadata(instance, test_spec.keys.evaluation_report, plan.training_day.isoformat())
     evaluation_run = client.get_run(evaluated["evaluation_mlflow_run_id"])
@@ -75,8 +75,8 @@ def test_demo_graph_end_to_end(
 
     # One finite prediction per input row, and the partition names the model that scored it.
     scoring_key = plan.scoring_day.isoformat()
-    predictions = pd.read_parquet(data / "batch_predictions" / f"{scoring_key}.parquet")
-    features = pd.read_parquet(data / "features" / f"{scoring_key}.parquet")
+    predictions = store.read_frame(keys.batch_predictions, scoring_key)
+    features = store.read_frame(keys.features, scoring_key)
     assert len(predictions) == len(features) == rows_per_day
     assert predictions["prediction"].notna().all()
     assert set(predictions["model_version"]) == {str(champion.version)}
@@ -90,11 +90,11 @@ def test_reseeding_is_idempotent_for_stored_partitions(
 ) -> None:
     plan = plan_seed(test_spec, TODAY)
     key = plan.ingest_days[0].isoformat()
-    raw_file = tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{key}.parquet"
+    store = build_partition_store(test_spec)
     run_selection(test_defs, instance, [test_spec.keys.raw_data], partition_key=key)
-    first = pd.read_parquet(raw_file)
+    first = store.read_frame(test_spec.keys.raw_data, key)
     run_selection(test_defs, instance, [test_spec.keys.raw_data], partition_key=key)
-    second = pd.read_parquet(raw_file)
+    second = store.read_frame(test_spec.keys.raw_data, key)
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -109,7 +109,7 @@ def test_end_to_end_job_scores_with_the_champion_it_just_promoted(
         instance=instance, partition_key=plan.scoring_day.isoformat()
     )
     assert result.success
-    data = tabml_home / "data" / "nyc_taxi"
-    champion = json.loads((data / "champion_model" / f"{plan.scoring_day}.json").read_text())
-    scored = pd.read_parquet(data / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    store = build_partition_store(test_spec)
+    champion = store.read_record(keys.champion_model, plan.scoring_day.isoformat())
+    scored = store.read_frame(keys.batch_predictions, plan.scoring_day.isoformat())
     assert set(scored["model_version"]) == {champion["version"]}

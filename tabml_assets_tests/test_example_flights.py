@@ -261,12 +261,11 @@ def test_a_model_on_two_weeks_beats_the_class_prior(
 
 def test_flights_run_end_to_end_as_a_classifier(tabml_home: Path, instance) -> None:
     """The whole graph for nyc_flights in the test deployment, beside nyc_taxi in one code location."""
-    import json
 
     from dagster import AssetKey
 
     from tabml_assets.definitions import build_definitions
-    from tabml_assets.resources.storage import PartitionedParquetIOManager
+    from tabml_assets.resources import build_partition_store
     from tabml_assets.seed import seed_demo
     from tabml_assets.spec import load_deployment
     from tabml_assets_tests.conftest import TODAY
@@ -277,9 +276,9 @@ def test_flights_run_end_to_end_as_a_classifier(tabml_home: Path, instance) -> N
     spec = deployment.project("nyc_flights")
     keys = spec.keys
     plan = seed_demo(defs, spec, instance, TODAY)
-    store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
+    store = build_partition_store(spec)
 
-    report = json.loads(store.partition_path(keys.evaluation_report, plan.training_day.isoformat(), ".json").read_text())
+    report = store.read_record(keys.evaluation_report, plan.training_day.isoformat())
     challenger, baseline = report["challenger"]["metrics"], report["baseline"]["metrics"]
     assert set(challenger) >= {"roc_auc", "pr_auc", "log_loss", "f1", "precision", "recall", "accuracy"}
     assert challenger["roc_auc"] > baseline["roc_auc"] == 0.5  # the class prior ranks nothing
@@ -300,7 +299,7 @@ def test_flights_run_end_to_end_as_a_classifier(tabml_home: Path, instance) -> N
     )
     assert gate_check.event.dagster_event.event_specific_data.passed is True
 
-    scored = pd.read_parquet(store.partition_path(keys.batch_predictions, plan.scoring_day.isoformat()))
+    scored = store.read_frame(keys.batch_predictions, plan.scoring_day.isoformat())
     assert len(scored) > 500
     assert {"prediction", "probability", "probability_True", "probability_False"} <= set(scored.columns)
     assert scored["prediction"].map(type).eq(bool).all()

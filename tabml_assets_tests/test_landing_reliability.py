@@ -35,9 +35,10 @@ from dagster._core.test_utils import freeze_time
 from tabml_assets.assets.common import partition_range_problem
 from tabml_assets.automation.sensors import MAX_LANDING_RUNS_PER_TICK
 from tabml_assets.definitions import build_definitions
+from tabml_assets.resources import build_partition_store
 from tabml_assets.resources.data_sources import INDEX_FILE
 from tabml_assets.resources.notifier import Notifier
-from tabml_assets.resources.storage import PartitionedParquetIOManager, write_parquet_atomic
+from tabml_assets.resources.storage import write_parquet_atomic
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import LoadedSpec, load_spec
 from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
@@ -89,7 +90,7 @@ class Landing:
         self.reload()
         self.folder = self.spec.landing_folder()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.store = PartitionedParquetIOManager(root=str(tabml_home / "data"))
+        self.store = build_partition_store(self.spec)
 
     def reload(self) -> None:
         self.spec: LoadedSpec = load_spec(
@@ -134,10 +135,10 @@ class Landing:
         )
 
     def stored(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(self.store.partition_path(self.spec.keys.raw_data, key))
+        return self.store.read_frame(self.spec.keys.raw_data, key)
 
     def has_partition(self, key: str) -> bool:
-        return self.store.partition_path(self.spec.keys.raw_data, key).exists()
+        return self.store.exists(self.spec.keys.raw_data, key)
 
 
 @pytest.fixture
@@ -392,9 +393,7 @@ def test_every_row_of_a_file_is_accounted_for_across_its_days(landing: Landing) 
         totals["stored"] += rows["stored"]
         totals["quarantined"] += rows["quarantined"]
     assert totals == {"stored": 30 - 5 + 19, "quarantined": 5 + 1}
-    quarantine = pd.read_parquet(
-        landing.store.partition_path(landing.spec.keys.quarantine, GOOD_DAY)
-    )
+    quarantine = landing.store.read_frame(landing.spec.keys.quarantine, GOOD_DAY)
     assert sorted(quarantine["reason"].unique()) == [
         "null tpep_pickup_datetime",
         "trip_distance outside (0, 400)",
@@ -542,7 +541,7 @@ def test_a_partition_key_outside_the_partitions_is_refused_up_front(
     job = landing.defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=landing.instance,
-        asset_selection=[landing.spec.keys.raw_data, landing.spec.keys.features],
+        asset_selection=[landing.spec.keys.raw_data, landing.spec.keys.quarantine, landing.spec.keys.features],
         tags={"dagster/partition": key},
         raise_on_error=False,
     )
@@ -563,7 +562,7 @@ def test_a_malformed_partition_key_never_becomes_a_run(landing: Landing) -> None
         with pytest.raises(ValueError, match="does not match format"):
             job.execute_in_process(
                 instance=landing.instance,
-                asset_selection=[landing.spec.keys.raw_data],
+                asset_selection=[landing.spec.keys.raw_data, landing.spec.keys.quarantine],
                 tags={"dagster/partition": key},
             )
     assert landing.instance.get_runs() == []
@@ -730,6 +729,6 @@ def test_under_dagster_dev_a_bad_file_is_shown_and_never_blocks_the_good_day(
             f"{BAD_DAY} ingested once fixed",
             server,
         )
-    store = PartitionedParquetIOManager(root=str(tabml_home / "data"))
-    assert len(pd.read_parquet(store.partition_path(spec.keys.raw_data, GOOD_DAY))) == 20
-    assert len(pd.read_parquet(store.partition_path(spec.keys.raw_data, BAD_DAY))) == 15
+    store = build_partition_store(spec)
+    assert len(store.read_frame(spec.keys.raw_data, GOOD_DAY)) == 20
+    assert len(store.read_frame(spec.keys.raw_data, BAD_DAY)) == 15

@@ -7,13 +7,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from dagster import DagsterInstance
 from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
+from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import seed_demo
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.conftest import TODAY
@@ -59,7 +59,7 @@ def test_train_promote_score_through_a_tracking_server(
     assert spec.profile.mlflow.model_name == "tabml_nyc_taxi"
     champion = client.get_model_version_by_alias("tabml_nyc_taxi", "champion")
     assert champion.source.startswith("models:/") or "mlflow-artifacts" in client.get_run(champion.run_id).info.artifact_uri
-    scored = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    scored = build_partition_store(spec).read_frame(spec.keys.batch_predictions, plan.scoring_day.isoformat())
     assert set(scored["model_version"]) == {str(champion.version)}
     assert not (tabml_home / "mlflow.db").exists()
     experiments = [e.experiment_id for e in client.search_experiments()]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from dagster import AssetCheckKey, DagsterInstance, materialize
@@ -16,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
 from tabml_assets.keys import PipelineKeys
-from tabml_assets.resources import build_resources
+from tabml_assets.resources import build_partition_store, build_resources
 from tabml_assets.seed import plan_seed, run_selection, seed_demo
 from tabml_assets.spec import LoadedSpec, load_spec
 from tabml_assets_tests.conftest import TODAY
@@ -86,7 +85,7 @@ def test_failed_gate_keeps_the_champion_and_says_why(
 
     # The next scoring still uses the previous champion.
     run_selection(strict_defs, instance, [KEYS.batch_predictions], partition_key=plan.scoring_day.isoformat())
-    scored = pd.read_parquet(tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{plan.scoring_day}.parquet")
+    scored = build_partition_store(strict_spec).read_frame(KEYS.batch_predictions, plan.scoring_day.isoformat())
     assert set(scored["model_version"]) == {first_champion}
 
 

@@ -11,11 +11,15 @@ import pytest
 from tabml_assets.ml.quality import (
     DUPLICATE_ROW,
     REASON_COLUMN,
+    DuplicateTracker,
+    compare,
     count_reasons,
+    duplicate_rows,
     non_finite_counts,
     null_counts,
     outside_day_reason,
     population_stability_index,
+    rule_violations,
     schema_problems,
     validate_raw_rows,
 )
@@ -112,6 +116,34 @@ def test_duplicates_keep_the_first_copy_and_read_problems_are_carried() -> None:
     result = validate_raw_rows(frame, DATASET, DAY, NOW, earlier)
     assert list(result.quarantined[REASON_COLUMN]) == ["unparseable trip_distance", DUPLICATE_ROW]
     assert len(result.valid) == 2
+
+
+def test_duplicates_across_batches_are_those_of_the_whole_day() -> None:
+    """Batch by batch with one tracker, the day's duplicates are exactly the whole frame's:
+    a copy of a row three batches back, a copy within a batch, and null keys alike."""
+    day = generate_demo_trips(DAY, 40).astype({"fare_amount": "Float64"})
+    day.loc[5, "fare_amount"] = pd.NA
+    day.loc[[30, 11, 33]] = day.loc[[2, 10, 5]].to_numpy()
+    whole = duplicate_rows(day, DATASET)
+    assert sorted(day.index[whole]) == [11, 30, 33]
+    tracker = DuplicateTracker(DATASET)
+    batched = pd.concat([tracker.mark(day.iloc[start : start + 7]) for start in range(0, len(day), 7)])
+    pd.testing.assert_series_equal(batched, whole, check_names=False)
+    # Through validation: the later copies are quarantined, each once.
+    tracker = DuplicateTracker(DATASET)
+    quarantined = pd.concat(
+        [validate_raw_rows(day.iloc[s : s + 7], DATASET, DAY, NOW, duplicates=tracker).quarantined for s in range(0, 40, 7)]
+    )
+    assert list(quarantined[REASON_COLUMN]) == [DUPLICATE_ROW] * 3
+
+
+def test_a_cross_column_rule_compares_timestamps_and_numbers_as_they_are() -> None:
+    """The vectorized comparison gives the object comparison's verdicts, nulls never failing."""
+    frame = trips(**{DROPOFF: pd.to_datetime(["2026-03-05 07:00", None, "2026-03-06 00:10"])})
+    violations = rule_violations(frame, DATASET, DAY, NOW)["dropoff before pickup"]
+    assert violations.tolist() == [True, False, False]
+    assert compare(">=", pd.Series([1, None, 3], dtype="Int64"), pd.Series([2.0, 1.0, 3.0])).tolist()[::2] == [False, True]
+    assert compare("==", pd.Series(["1", "b"], dtype="object"), pd.Series([1, 2])).tolist() == [False, False]
 
 
 def test_count_reasons_counts_each_reason_of_a_row() -> None:

@@ -19,7 +19,7 @@ from tabml_assets.ml.records import (
     TrainedModel,
     TrainingRows,
 )
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources.storage import PartitionedParquetIOManager, PartitionStore
 
 DAY = "2026-03-08"
 REPORT = AssetKey(["nyc_taxi", "evaluation_report"])
@@ -77,10 +77,11 @@ def test_records_are_frozen() -> None:
 def test_the_io_manager_stores_a_record_as_json_and_loads_the_annotated_class(
     tmp_path: Path, record: EvaluationRecord | TrainedModel | ChampionRecord
 ) -> None:
-    store = PartitionedParquetIOManager(root=str(tmp_path))
+    partitions = PartitionStore(root=str(tmp_path))
+    store = PartitionedParquetIOManager(store=partitions)
     store.handle_output(build_output_context(asset_key=REPORT, partition_key=DAY), record)
 
-    stored = json.loads((tmp_path / "nyc_taxi" / "evaluation_report" / f"{DAY}.json").read_text())
+    stored = partitions.read_record(REPORT, DAY)
     loaded = store.load_input(
         build_input_context(asset_key=REPORT, partition_key=DAY, dagster_type=PythonObjectDagsterType(type(record)))
     )
@@ -96,8 +97,9 @@ def test_the_io_manager_stores_a_record_as_json_and_loads_the_annotated_class(
 
 
 def test_a_record_that_does_not_fit_names_the_file_the_class_and_the_field(tmp_path: Path) -> None:
-    store = PartitionedParquetIOManager(root=str(tmp_path))
-    path = tmp_path / "nyc_taxi" / "evaluation_report" / f"{DAY}.json"
+    partitions = PartitionStore(root=str(tmp_path))
+    store = PartitionedParquetIOManager(store=partitions)
+    path = partitions.path(REPORT, DAY, ".json")
     path.parent.mkdir(parents=True)
     stored = evaluation("enabled", gate_result("rmse_max", True)).model_dump()
     del stored["baseline"]

@@ -18,10 +18,17 @@ from dagster import AssetKey, DagsterInstance
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LinearRegression
 
-from tabml_assets.assets.common import table_metadata
 from tabml_assets.definitions import build_definitions
 from tabml_assets.ml import report
 from tabml_assets.ml.evaluation import GateResult
+from tabml_assets.resources.storage import (
+    PartitionStore,
+    SummaryColumns,
+    WrittenPartition,
+    frame_to_table,
+    schema_of_frame,
+    written_metadata,
+)
 from tabml_assets.seed import plan_seed, run_selection, seed_demo
 from tabml_assets.spec import LoadedSpec, load_spec
 from tabml_assets_tests.conftest import TODAY
@@ -243,12 +250,20 @@ def test_evaluation_report_materializes_the_step_card(
         assert first_day <= window["earliest_event_time"] <= window["latest_event_time"] < first_day + 86_400 * len(plan.ingest_days)
 
 
-def test_table_metadata_reports_rows_schema_preview_and_time_window() -> None:
+def test_written_metadata_reports_rows_schema_preview_and_time_window(tmp_path: Path) -> None:
     frames = {
         "2026-03-08": pd.DataFrame({PICKUP: pd.to_datetime(["2026-03-08 00:05", "2026-03-08 23:50"]), "fare": [5.0, 7.5]}),
         "2026-03-09": pd.DataFrame({PICKUP: pd.to_datetime(["2026-03-09 12:00"]), "fare": [9.0]}),
     }
-    metadata = {k: v.value for k, v in table_metadata(frames, PICKUP).items()}
+    store = PartitionStore(root=str(tmp_path))
+
+    def streamed(key: str, frame: pd.DataFrame) -> WrittenPartition:
+        schema = schema_of_frame(frame)
+        staged = store.stage("rides", key, schema, SummaryColumns(ranges=(PICKUP,)))
+        staged.write(frame_to_table(frame, schema, key))
+        return staged.commit()
+
+    metadata = {k: v.value for k, v in written_metadata({k: streamed(k, f) for k, f in frames.items()}, PICKUP, "event_time").items()}
     assert metadata["dagster/row_count"] == 3
     assert [c.name for c in metadata["dagster/column_schema"].columns] == [PICKUP, "fare"]
     assert "2026-03-08 23:50:00" in metadata["preview"] and "7.5" in metadata["preview"]
@@ -256,7 +271,8 @@ def test_table_metadata_reports_rows_schema_preview_and_time_window() -> None:
     assert metadata["earliest_event_time"] == pd.Timestamp("2026-03-08 00:05", tz="UTC").timestamp()
     assert metadata["latest_event_time"] == pd.Timestamp("2026-03-09 12:00", tz="UTC").timestamp()
     # A quiet day has no time window to report.
-    assert "earliest_event_time" not in table_metadata(pd.DataFrame({PICKUP: pd.to_datetime([]), "fare": []}), PICKUP)
+    quiet = streamed("2026-03-10", pd.DataFrame({PICKUP: pd.to_datetime([]), "fare": []}))
+    assert "earliest_event_time" not in written_metadata({"2026-03-10": quiet}, PICKUP, "event_time")
 
 
 def test_a_failed_gate_still_reports_why_in_the_card(

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
-from tabml_assets.resources import build_model_registry
+from tabml_assets.resources import build_model_registry, build_partition_store
 from tabml_assets.resources.model_registry import ModelRegistry, ModelVersionRef
 from tabml_assets.resources.retries import fail_fast_unless_transient, is_transient
 from tabml_assets.seed import plan_seed, run_selection, seed_demo
@@ -188,7 +188,7 @@ def test_transient_errors_are_retried_then_succeed_and_permanent_ones_fail_at_on
     assert result.success
     assert step_retries(result, step_key("batch_predictions")) == 2
     assert gateway_env.state.statuses()[before : before + 2] == [503, 503]
-    assert (tabml_home / "data" / "nyc_taxi" / "batch_predictions" / f"{scoring_key}.parquet").exists()
+    assert build_partition_store(spec).exists(keys.batch_predictions, scoring_key)
 
     # A 429 on the promotion step is retried the same way.
     gateway_env.state.fail_next(1, status=429)

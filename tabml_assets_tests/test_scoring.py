@@ -18,7 +18,7 @@ from tabml_assets.ml.scoring import PREDICTION_COLUMN, predict_in_chunks, score_
 from tabml_assets.ml.training import fit_model, model_inputs, split_chronologically
 from tabml_assets.resources import build_model_registry, build_resources
 from tabml_assets.resources.model_registry import CHAMPION, ModelVersionRef
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources.storage import PartitionedParquetIOManager, PartitionStore
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import LoadedSpec, load_spec
 
@@ -113,8 +113,8 @@ def test_range_run_streams_each_partition_through_the_champion(
     keys = test_spec.keys
     root = Path(test_spec.resolve_local(test_spec.profile.storage.root))
     # Batches of 64 rows: each 400-row day is scored in 7 batches, as a large day would be.
-    store = PartitionedParquetIOManager(root=str(root), stream_batch_rows=64)
-    defs = definitions_with(test_spec, io_manager=store)
+    store = PartitionStore(root=str(root), stream_batch_rows=64)
+    defs = definitions_with(test_spec, partition_store=store, io_manager=PartitionedParquetIOManager(store=store))
 
     result = run_selection(
         defs, instance, keys.assets("raw_data", "features", "batch_predictions"), partition_range=(DAYS[0], DAYS[-1])
@@ -125,12 +125,10 @@ def test_range_run_streams_each_partition_through_the_champion(
     rows_per_day = test_spec.profile.data_source.demo_rows_per_day
     all_predictions = []
     for day in DAYS:
-        features = pd.read_parquet(store.partition_path(keys.features, day))
-        predictions_file = store.partition_path(keys.batch_predictions, day)
-        assert predictions_file == root / "nyc_taxi" / "batch_predictions" / f"{day}.parquet"
-        predictions = pd.read_parquet(predictions_file)
+        features = store.read_frame(keys.features, day)
+        predictions = store.read_frame(keys.batch_predictions, day)
         assert len(features) == len(predictions) == rows_per_day
-        assert pq.ParquetFile(predictions_file).metadata.num_row_groups == 7
+        assert pq.ParquetFile(store.path(keys.batch_predictions, day)).metadata.num_row_groups == 7
         expected = score_frame(
             features, model, test_spec.pipeline.feature_columns, champion.name, champion.version,
             predictions["scored_at"].iloc[0].to_pydatetime(),

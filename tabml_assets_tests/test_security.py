@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from tabml_assets.definitions import build_definitions
 from tabml_assets.ml.estimators import make_estimator
-from tabml_assets.resources import build_model_registry
+from tabml_assets.resources import build_model_registry, build_partition_store
 from tabml_assets.resources.model_registry import ModelVersionRef
-from tabml_assets.resources.storage import PartitionedParquetIOManager, UnsafePathError
+from tabml_assets.resources.storage import PartitionStore, UnsafePathError
 from tabml_assets.seed import run_selection, seed_demo
 from tabml_assets.spec import EstimatorSpec, LoadedSpec, load_spec
 from tabml_assets_tests.conftest import TODAY
@@ -151,16 +151,16 @@ def test_models_load_only_from_the_registry_by_version(test_spec: LoadedSpec) ->
     "key", ["../../etc/passwd", "..", "2026-03-05/../../x", "/abs/path", "a\\b", "", ".hidden", "a/b"]
 )
 def test_partition_keys_cannot_escape_the_storage_root(tmp_path: Path, key: str) -> None:
-    store = PartitionedParquetIOManager(root=str(tmp_path / "data"))
+    store = PartitionStore(root=str(tmp_path / "data"))
     with pytest.raises(UnsafePathError, match="partition key"):
-        store.partition_path(AssetKey(["nyc_taxi", "raw_data"]), key)
+        store.path(AssetKey(["nyc_taxi", "raw_data"]), key)
     with pytest.raises(UnsafePathError, match="asset key"):
-        store.partition_path(key or "..", "2026-03-05")
+        store.path(key or "..", "2026-03-05")
     # Neither segment of a project's asset key (project, then asset) may escape either.
     with pytest.raises(UnsafePathError, match="asset key"):
-        store.partition_path(AssetKey([key or "..", "raw_data"]), "2026-03-05")
+        store.path(AssetKey([key or "..", "raw_data"]), "2026-03-05")
     with pytest.raises(UnsafePathError, match="asset key"):
-        store.partition_path(AssetKey(["nyc_taxi", key or ".."]), "2026-03-05")
+        store.path(AssetKey(["nyc_taxi", key or ".."]), "2026-03-05")
 
 
 def test_landing_file_outside_the_folder_is_refused(
@@ -187,6 +187,6 @@ def test_landing_file_outside_the_folder_is_refused(
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
     assert "innocent.parquet: resolves to" in failure.user_failure_data.description
     assert "outside the landing folder" in failure.user_failure_data.description
-    assert not (tabml_home / "data" / "nyc_taxi" / "raw_data" / f"{day}.parquet").exists()
+    assert not build_partition_store(spec).exists(spec.keys.raw_data, day.isoformat())
     assert not (tabml_home / "data").exists() or not any((tabml_home / "data").rglob("*.parquet"))
     assert pd.read_parquet(outside).shape == (10, 6)

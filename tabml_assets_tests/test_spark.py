@@ -18,10 +18,10 @@ from pyspark.sql import SparkSession
 from tabml_assets.ml.features import FeatureTable, build_features
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, score_frame
 from tabml_assets.ml.spark_jobs import shared_with_executors
-from tabml_assets.resources import build_resources
+from tabml_assets.resources import build_partition_store, build_resources
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import (
-    PartitionedParquetIOManager,
+    PartitionStore,
     SummaryColumns,
 )
 from tabml_assets.seed import run_selection
@@ -57,13 +57,13 @@ def taxi_features(spec: LoadedSpec) -> partial:
 @pytest.fixture(scope="module")
 def big_store(
     tmp_path_factory: pytest.TempPathFactory, taxi: LoadedSpec
-) -> Iterator[PartitionedParquetIOManager]:
+) -> Iterator[PartitionStore]:
     """A store holding one 1M-row raw_data partition and its features, made by the pandas path."""
     root = tmp_path_factory.mktemp("big_store")
-    store = PartitionedParquetIOManager(root=str(root))
+    store = PartitionStore(root=str(root))
     assert taxi.steps.demo_rows is not None
     raw = taxi.steps.demo_rows(dt.date.fromisoformat(DAY), MILLION)
-    raw_path = store.partition_path(taxi.keys.raw_data, DAY)
+    raw_path = store.path(taxi.keys.raw_data, DAY)
     raw_path.parent.mkdir(parents=True)
     raw.to_parquet(raw_path, index=False, row_group_size=MILLION // 4)
     store.transform_partition(taxi.keys.raw_data, taxi.keys.features, DAY, taxi_features(taxi))
@@ -79,12 +79,12 @@ def copy_aside(path: Path, name: str) -> Path:
 
 
 def test_features_of_a_million_rows_are_identical_on_spark(
-    spark: SparkSession, big_store: PartitionedParquetIOManager, taxi: LoadedSpec
+    spark: SparkSession, big_store: PartitionStore, taxi: LoadedSpec
 ) -> None:
     keys = taxi.keys
-    pandas_path = pd.read_parquet(big_store.partition_path(keys.features, DAY))
+    pandas_path = big_store.read_frame(keys.features, DAY)
 
-    raw_path = big_store.partition_path(keys.raw_data, DAY)
+    raw_path = big_store.path(keys.raw_data, DAY)
     assert spark.read.parquet(str(raw_path)).rdd.getNumPartitions() > 1
 
     # The example's build_features is imported from its project folder, not an installed
@@ -102,7 +102,7 @@ def test_features_of_a_million_rows_are_identical_on_spark(
 
 
 def test_predictions_of_a_million_rows_are_identical_on_spark(
-    spark: SparkSession, big_store: PartitionedParquetIOManager, tmp_path: Path
+    spark: SparkSession, big_store: PartitionStore, tmp_path: Path
 ) -> None:
     spec = load_spec("test", tabml_home=tmp_path)
     model = fitted_model(spec)
@@ -144,19 +144,19 @@ def test_assets_run_on_spark_when_the_resource_is_present(
 ) -> None:
     champion = register_champion(test_spec)
     keys = test_spec.keys
-    store = PartitionedParquetIOManager(root=test_spec.resolve_local(test_spec.profile.storage.root))
+    store = build_partition_store(test_spec)
     assets = keys.assets("raw_data", "features", "batch_predictions")
     run_selection(test_defs, instance, assets, partition_key=DAY)
     on_pandas = {
-        a: pd.read_parquet(store.partition_path(keys.asset(a), DAY)) for a in ("features", "batch_predictions")
+        a: store.read_frame(keys.asset(a), DAY) for a in ("features", "batch_predictions")
     }
 
     spark_defs = definitions_with(test_spec, spark=SparkSessionResource(master="local[2]"))
     result = run_selection(spark_defs, instance, assets, partition_key=DAY)
 
     assert result.success
-    features = pd.read_parquet(store.partition_path(keys.features, DAY))
-    predictions = pd.read_parquet(store.partition_path(keys.batch_predictions, DAY))
+    features = store.read_frame(keys.features, DAY)
+    predictions = store.read_frame(keys.batch_predictions, DAY)
     pd.testing.assert_frame_equal(features, on_pandas["features"])
     # Same predictions from the same champion; only the scoring time differs between the runs.
     pd.testing.assert_frame_equal(

@@ -24,9 +24,8 @@ from tabml_assets.ml.features import FeatureTable, build_features
 from tabml_assets.ml.metrics import regression_metrics
 from tabml_assets.ml.spark_training import fit_window_on_spark
 from tabml_assets.ml.training import labelled_rows, split_chronologically
-from tabml_assets.resources import build_resources
+from tabml_assets.resources import build_partition_store, build_resources
 from tabml_assets.resources.spark import SparkSessionResource
-from tabml_assets.resources.storage import PartitionedParquetIOManager
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import EstimatorSpec, LoadedSpec, PipelineSpec, load_spec
 
@@ -181,16 +180,16 @@ def test_spark_trained_champion_is_scored_by_the_pandas_path(
         partition_key=days[-2],
     )
     assert trained.success
-    store = PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root))
-    record = pd.read_json(store.partition_path(keys.trained_model, days[-2], ".json"), typ="series")
-    window = pd.concat([pd.read_parquet(store.partition_path(keys.features, d)) for d in days[:-1]])
+    store = build_partition_store(spec)
+    record = store.read_record(keys.trained_model, days[-2])
+    window = pd.concat([store.read_frame(keys.features, d) for d in days[:-1]])
     assert record["rows"]["window"] == len(window)
 
     # Scoring needs no Spark: the plain resources load models:/<name>/<champion> and predict.
     scored = run_selection(plain, instance, keys.assets("batch_predictions"), partition_key=days[-1])
     assert scored.success
-    predictions = pd.read_parquet(store.partition_path(keys.batch_predictions, days[-1]))
-    features = pd.read_parquet(store.partition_path(keys.features, days[-1]))
+    predictions = store.read_frame(keys.batch_predictions, days[-1])
+    features = store.read_frame(keys.features, days[-1])
     assert len(predictions) == len(features) > 0
     assert set(predictions["model_version"]) == {record["model"]["version"]}
     assert predictions["prediction"].between(0, 1000).all()

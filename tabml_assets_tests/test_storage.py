@@ -16,6 +16,7 @@ from tabml_assets.ml.features import FeatureTable
 from tabml_assets.ml.features import build_features as build_feature_table
 from tabml_assets.resources.storage import (
     PartitionedParquetIOManager,
+    PartitionStore,
     SummaryColumns,
     TransformOutputError,
     UnsafePathError,
@@ -54,13 +55,13 @@ def with_label(frame: pd.DataFrame, label: str = "scored") -> pd.DataFrame:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> PartitionedParquetIOManager:
-    return PartitionedParquetIOManager(root=str(tmp_path / "data"), stream_batch_rows=7)
+def store(tmp_path: Path) -> PartitionStore:
+    return PartitionStore(root=str(tmp_path / "data"), stream_batch_rows=7)
 
 
 @pytest.fixture
-def raw_partition(store: PartitionedParquetIOManager) -> Path:
-    path = store.partition_path(KEYS.raw_data, DAY.isoformat())
+def raw_partition(store: PartitionStore) -> Path:
+    path = store.path(KEYS.raw_data, DAY.isoformat())
     write_parquet_atomic(generate_demo_trips(DAY, 50), path)
     return path
 
@@ -83,25 +84,25 @@ def test_failed_write_keeps_the_previous_file_and_no_temp_file(tmp_path: Path) -
     assert leftovers(path.parent) == []
 
 
-def test_partitions_live_under_their_project_and_asset(tmp_path: Path, store: PartitionedParquetIOManager) -> None:
-    assert store.partition_path(KEYS.raw_data, "2026-03-02") == tmp_path / "data" / "nyc_taxi" / "raw_data" / "2026-03-02.parquet"
-    assert store.partition_path(KEYS.features, None, ".json") == tmp_path / "data" / "nyc_taxi" / "features" / "latest.json"
+def test_partitions_live_under_their_project_and_asset(tmp_path: Path, store: PartitionStore) -> None:
+    assert store.path(KEYS.raw_data, "2026-03-02") == tmp_path / "data" / "nyc_taxi" / "raw_data" / "2026-03-02.parquet"
+    assert store.path(KEYS.features, None, ".json") == tmp_path / "data" / "nyc_taxi" / "features" / "latest.json"
 
 
 @pytest.mark.parametrize("key", ["../escape", "a/b", "", ".hidden", "2026-03-02/.."])
-def test_partition_keys_cannot_leave_the_root(store: PartitionedParquetIOManager, key: str) -> None:
+def test_partition_keys_cannot_leave_the_root(store: PartitionStore, key: str) -> None:
     with pytest.raises(UnsafePathError, match="partition key"):
-        store.partition_path(KEYS.features, key)
+        store.path(KEYS.features, key)
 
 
 @pytest.mark.parametrize("project", ["..", "a/b", ".hidden"])
-def test_asset_key_segments_cannot_leave_the_root(store: PartitionedParquetIOManager, project: str) -> None:
+def test_asset_key_segments_cannot_leave_the_root(store: PartitionStore, project: str) -> None:
     with pytest.raises(UnsafePathError, match="asset key"):
-        store.partition_path(AssetKey([project, "features"]), "2026-03-02")
+        store.path(AssetKey([project, "features"]), "2026-03-02")
 
 
 def test_streamed_transform_runs_batch_by_batch_and_matches_the_whole_frame(
-    store: PartitionedParquetIOManager, raw_partition: Path
+    store: PartitionStore, raw_partition: Path
 ) -> None:
     seen: list[int] = []
 
@@ -119,7 +120,7 @@ def test_streamed_transform_runs_batch_by_batch_and_matches_the_whole_frame(
     assert pq.ParquetFile(written.path).metadata.num_row_groups == 8
     expected = build_features(pd.read_parquet(raw_partition))
     pd.testing.assert_frame_equal(pd.read_parquet(written.path), expected)
-    assert written.path == store.partition_path(KEYS.features, DAY.isoformat())
+    assert written.path == store.path(KEYS.features, DAY.isoformat())
     assert written.rows == 50
     assert written.column_sums["trip_distance"] == pytest.approx(expected["trip_distance"].sum())
     assert written.column_ranges[PICKUP] == (expected[PICKUP].min(), expected[PICKUP].max())
@@ -128,7 +129,7 @@ def test_streamed_transform_runs_batch_by_batch_and_matches_the_whole_frame(
 
 
 def test_shared_objects_reach_the_transform_as_keyword_arguments(
-    store: PartitionedParquetIOManager, raw_partition: Path
+    store: PartitionStore, raw_partition: Path
 ) -> None:
     written = store.transform_partition(
         KEYS.raw_data, KEYS.asset("labelled"), DAY.isoformat(), with_label, shared={"label": "from shared"}
@@ -153,9 +154,9 @@ def test_empty_partition_keeps_the_full_schema(tmp_path: Path) -> None:
 
 
 def test_a_batch_that_does_not_fit_names_the_partition_and_column_and_keeps_the_old_file(
-    store: PartitionedParquetIOManager, raw_partition: Path
+    store: PartitionStore, raw_partition: Path
 ) -> None:
-    target = store.partition_path(KEYS.features, DAY.isoformat())
+    target = store.path(KEYS.features, DAY.isoformat())
     write_parquet_atomic(pd.DataFrame({"previous": [1]}), target)
     calls = {"n": 0}
 
@@ -172,13 +173,13 @@ def test_a_batch_that_does_not_fit_names_the_partition_and_column_and_keeps_the_
     assert leftovers(target.parent) == []
 
 
-def test_missing_upstream_partition_says_what_to_materialize(store: PartitionedParquetIOManager) -> None:
+def test_missing_upstream_partition_says_what_to_materialize(store: PartitionStore) -> None:
     with pytest.raises(FileNotFoundError) as raised:
         store.transform_partition(KEYS.raw_data, KEYS.features, "2026-03-05", with_label)
     message = str(raised.value)
     assert "nyc_taxi/raw_data: partition 2026-03-05 is not materialized" in message
     assert "materialize nyc_taxi/raw_data for 2026-03-05 first" in message
-    assert str(store.partition_path(KEYS.raw_data, "2026-03-05")) in message
+    assert str(store.path(KEYS.raw_data, "2026-03-05")) in message
 
 
 def test_compaction_keeps_part_order_and_casts_to_the_partition_schema(tmp_path: Path) -> None:
@@ -202,22 +203,23 @@ def test_compaction_keeps_part_order_and_casts_to_the_partition_schema(tmp_path:
 
 
 def test_io_manager_reads_streamed_partitions_and_rejects_wrong_partition_sets(
-    store: PartitionedParquetIOManager, raw_partition: Path
+    store: PartitionStore, raw_partition: Path
 ) -> None:
-    written = store.transform_partition(KEYS.raw_data, KEYS.features, DAY.isoformat(), build_features)
-    loaded = store.load_input(build_input_context(asset_key=KEYS.features, partition_key=DAY.isoformat()))
-    pd.testing.assert_frame_equal(loaded, pd.read_parquet(written.path))
+    store.transform_partition(KEYS.raw_data, KEYS.features, DAY.isoformat(), build_features)
+    io_manager = PartitionedParquetIOManager(store=store)
+    loaded = io_manager.load_input(build_input_context(asset_key=KEYS.features, partition_key=DAY.isoformat()))
+    pd.testing.assert_frame_equal(loaded, store.read_frame(KEYS.features, DAY.isoformat()))
 
     frames = {"2026-03-01": loaded}
     with pytest.raises(ValueError, match=r"expected frames for partitions \['2026-03-02'\], found \['2026-03-01'\]"):
-        store.handle_output(build_output_context(asset_key=KEYS.features, partition_key=DAY.isoformat()), frames)
+        io_manager.handle_output(build_output_context(asset_key=KEYS.features, partition_key=DAY.isoformat()), frames)
 
 
-def test_written_metadata_totals_a_range_run(store: PartitionedParquetIOManager, tmp_path: Path) -> None:
+def test_written_metadata_totals_a_range_run(store: PartitionStore, tmp_path: Path) -> None:
     days = ["2026-03-02", "2026-03-03"]
     for key, rows in zip(days, (30, 0), strict=True):
         trips = generate_demo_trips(dt.date.fromisoformat(key), 30).iloc[:rows]
-        write_parquet_atomic(trips, store.partition_path(KEYS.raw_data, key))
+        write_parquet_atomic(trips, store.path(KEYS.raw_data, key))
     written = {
         key: store.transform_partition(
             KEYS.raw_data, KEYS.features, key, build_features, summary=SummaryColumns(ranges=(PICKUP,))

@@ -1,7 +1,7 @@
 """Asset checks on the stored partitions: raw_data, features and batch_predictions, and drift.
 
-Checks read the partition files the assets wrote (through the IO manager's path helpers), so
-they verify what downstream steps will really read. Blocking checks stop downstream assets in
+Checks read the partition files the assets wrote (through the partition store), so they
+verify what downstream steps will really read. Blocking checks stop downstream assets in
 the same run; drift WARNs. In a run over a range of days each check reports once, with the
 figures of every day in its metadata.
 """
@@ -11,12 +11,10 @@ import datetime as dt
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -56,13 +54,13 @@ from tabml_assets.resources.retries import (
     fail_fast_unless_transient,
     transient_errors_only,
 )
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources.storage import PartitionStore
 from tabml_assets.spec import DatasetSpec, LoadedSpec
 from tabml_assets.utc import days_between
 
 # Checks read the partition files, which in staging and prod live on a volume the cluster
 # mounts: they run where the assets run (the step launcher), not on the Dagster host.
-CHECK_RESOURCES = {"step_launcher", "io_manager"}
+CHECK_RESOURCES = {"step_launcher", "partition_store"}
 
 
 @dataclass
@@ -78,19 +76,8 @@ def partition_keys_of(context: AssetCheckExecutionContext) -> list[str]:
     return list(context.partition_keys)
 
 
-def store_of(context: AssetCheckExecutionContext) -> PartitionedParquetIOManager:
-    return context.resources.io_manager
-
-
-def read_partition(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A stored partition (only `columns` when given); names what to materialize when absent."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: partition file not found; materialize it first")
-    return pq.read_table(path, columns=columns).to_pandas()
-
-
-def row_count(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+def store_of(context: AssetCheckExecutionContext) -> PartitionStore:
+    return context.resources.partition_store
 
 
 def result_from(
@@ -193,7 +180,7 @@ def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
         store = store_of(context)
         keys = partition_keys_of(context)
         now = dt.datetime.now(dt.UTC)
-        frames = {key: read_partition(store.partition_path(pipeline_keys.raw_data, key)) for key in keys}
+        frames = {key: store.read_frame(pipeline_keys.raw_data, key) for key in keys}
         yield evaluate(keys, "raw_schema", AssetCheckSeverity.ERROR, lambda k: raw_schema_finding(frames[k], dataset))
         yield evaluate(
             keys, "raw_non_empty", AssetCheckSeverity.WARN,
@@ -206,8 +193,7 @@ def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
         )
 
         def quarantine_finding(key: str) -> Finding:
-            path = store.partition_path(pipeline_keys.quarantine, key)
-            quarantined = read_partition(path)
+            quarantined = store.read_frame(pipeline_keys.quarantine, key)
             reasons = count_reasons(quarantined)
             return Finding(
                 quarantined.empty,
@@ -215,7 +201,7 @@ def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
                 {
                     "quarantined_rows": MetadataValue.int(len(quarantined)),
                     "quarantine_reasons": MetadataValue.json(reasons),
-                    "quarantine_path": MetadataValue.path(str(path)),
+                    "quarantine_path": MetadataValue.path(str(store.path(pipeline_keys.quarantine, key))),
                 },
             )
 
@@ -256,7 +242,7 @@ def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     def features_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         store = store_of(context)
         keys = partition_keys_of(context)
-        frames = {key: read_partition(store.partition_path(pipeline_keys.features, key)) for key in keys}
+        frames = {key: store.read_frame(pipeline_keys.features, key) for key in keys}
 
         def columns_finding(key: str) -> Finding:
             missing = [c for c in expected if c not in frames[key].columns]
@@ -336,10 +322,10 @@ def build_batch_predictions_checks(spec: LoadedSpec) -> AssetChecksDefinition:
     def batch_predictions_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         store = store_of(context)
         keys = partition_keys_of(context)
-        scored = {key: read_partition(store.partition_path(pipeline_keys.batch_predictions, key)) for key in keys}
+        scored = {key: store.read_frame(pipeline_keys.batch_predictions, key) for key in keys}
 
         def one_per_row(key: str) -> Finding:
-            inputs = row_count(store.partition_path(pipeline_keys.features, key))
+            inputs = store.row_count(pipeline_keys.features, key)
             values = scored[key][PREDICTION_COLUMN]
             missing = (
                 int((~np.isfinite(values.to_numpy(dtype="float64"))).sum()) if regression else int(values.isna().sum())
@@ -385,11 +371,10 @@ def training_window_of(registry: ModelRegistry, ref: ModelVersionRef) -> list[st
 
 
 def reference_features(
-    store: PartitionedParquetIOManager, features: AssetKey, keys: list[str], columns: list[str], max_rows: int
+    store: PartitionStore, features: AssetKey, keys: list[str], columns: list[str], max_rows: int
 ) -> pd.DataFrame:
     """The stored feature rows of `keys` (a fixed sample of at most `max_rows`)."""
-    paths = [store.partition_path(features, key) for key in keys]
-    frames = [read_partition(path, columns) for path in paths if path.exists()]
+    frames = [store.read_frame(features, key, columns) for key in keys if store.exists(features, key)]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return frame.sample(n=max_rows, random_state=0) if len(frame) > max_rows else frame
 
@@ -464,7 +449,7 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
                 return no_reference("no champion model yet, so no training window to compare with")
             if reference.empty:
                 return no_reference(f"the champion's training window {window[:1]}..{window[-1:]} has no stored features")
-            current = read_partition(store.partition_path(pipeline_keys.features, key), quality.drift_columns)
+            current = store.read_frame(pipeline_keys.features, key, quality.drift_columns)
             psi = {c: column_psi(reference[c], current[c], quality.psi_bins) for c in quality.drift_columns}
             label = f"champion v{champion.version}'s training window {window[0]}..{window[-1]}"
             return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
@@ -489,7 +474,7 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
         registry: ModelRegistry = getattr(context.resources, registry_key)
 
         def finding(key: str) -> Finding:
-            scored = read_partition(store.partition_path(pipeline_keys.batch_predictions, key))
+            scored = store.read_frame(pipeline_keys.batch_predictions, key)
             if scored.empty:
                 return no_reference("the partition has no predictions")
             version = str(scored["model_version"].iloc[0])
@@ -535,8 +520,8 @@ def build_realized_accuracy_check(spec: LoadedSpec) -> AssetChecksDefinition:
         store = store_of(context)
 
         def finding(key: str) -> Finding:
-            scored = read_partition(store.partition_path(pipeline_keys.batch_predictions, key))
-            features = read_partition(store.partition_path(pipeline_keys.features, key))
+            scored = store.read_frame(pipeline_keys.batch_predictions, key)
+            features = store.read_frame(pipeline_keys.features, key)
             realized = realized_accuracy(scored, features, pipeline, spec.steps)
             metadata: dict[str, Any] = {
                 "scored_rows": realized.scored_rows,

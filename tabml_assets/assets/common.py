@@ -1,26 +1,19 @@
-"""Pieces every asset module shares: partitions, per-day splitting and table metadata."""
+"""Pieces every asset module shares: owners, the daily partitions and a run's partition keys."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
-from typing import Any
 
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
     DailyPartitionsDefinition,
     Failure,
-    MetadataValue,
-    TableColumn,
-    TableSchema,
 )
 
 from tabml_assets.spec import PipelineSpec
 
 OWNERS = ["team:ml-platform"]
-PREVIEW_ROWS = 5
 DAY_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -78,40 +71,3 @@ def partition_keys(context: AssetExecutionContext) -> list[str]:
         if problem is not None:
             raise Failure(description=problem, allow_retries=False)
     return list(context.partition_keys)
-
-
-def table_metadata(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, time_column: str) -> dict[str, Any]:
-    """Row count, column schema, a preview of the first rows and the event times they cover."""
-    if isinstance(frames, pd.DataFrame):
-        frames = {"": frames}
-    non_empty = [f for f in frames.values() if len(f)]
-    first = non_empty[0] if non_empty else next(iter(frames.values()))
-    total = int(sum(len(f) for f in frames.values()))
-    metadata: dict[str, Any] = {
-        "dagster/row_count": MetadataValue.int(total),
-        "dagster/column_schema": MetadataValue.table_schema(
-            TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in first.dtypes.items()])
-        ),
-        "preview": MetadataValue.md(first.head(PREVIEW_ROWS).to_markdown(index=False)),
-    }
-    if len(frames) > 1:
-        metadata["rows_per_partition"] = MetadataValue.json({k: len(v) for k, v in frames.items()})
-    metadata.update(data_time_window(non_empty, time_column))
-    return metadata
-
-
-def data_time_window(frames: list[pd.DataFrame], column: str) -> dict[str, Any]:
-    """Earliest and latest event time in the data (UTC): what time the rows really cover."""
-    times = [pd.to_datetime(f[column]) for f in frames if column in f.columns and f[column].notna().any()]
-    if not times:
-        return {}
-    earliest, latest = min(t.min() for t in times), max(t.max() for t in times)
-    return {
-        "earliest_event_time": MetadataValue.timestamp(as_utc(earliest)),
-        "latest_event_time": MetadataValue.timestamp(as_utc(latest)),
-    }
-
-
-def as_utc(moment: pd.Timestamp) -> dt.datetime:
-    """Stored timestamps are timezone-naive UTC; make that explicit."""
-    return (moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")).to_pydatetime()

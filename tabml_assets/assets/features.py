@@ -16,25 +16,14 @@ from tabml_assets.assets.raw import BACKFILL_POLICY
 from tabml_assets.ml.features import FeatureTable, build_features
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import (
-    PartitionedParquetIOManager,
+    PartitionStore,
     SummaryColumns,
     written_metadata,
 )
 from tabml_assets.spec import LoadedSpec
 
 
-def partition_store(context: AssetExecutionContext, asset_name: str) -> PartitionedParquetIOManager:
-    """The IO manager, which owns the partition file layout these assets stream through."""
-    store = context.resources.io_manager
-    if not isinstance(store, PartitionedParquetIOManager):
-        raise TypeError(
-            f"{asset_name}: resource `io_manager` must be a PartitionedParquetIOManager (the asset "
-            f"streams partition files by path), found {type(store).__name__}"
-        )
-    return store
-
-
-def engine_of(spark: SparkSessionResource | None, store: PartitionedParquetIOManager) -> str:
+def engine_of(spark: SparkSessionResource | None, store: PartitionStore) -> str:
     if spark is None:
         return f"pandas, streamed in batches of {store.stream_batch_rows} rows"
     return f"{spark.describe()}, mapInPandas"
@@ -54,12 +43,12 @@ def build_features_asset(spec: LoadedSpec) -> AssetsDefinition:
         partitions_def=daily_partitions(pipeline),
         backfill_policy=BACKFILL_POLICY,
         deps=[keys.raw_data],
-        required_resource_keys={"step_launcher", "io_manager", "spark"},
+        required_resource_keys={"step_launcher", "partition_store", "spark"},
     )
     def features(context: AssetExecutionContext) -> MaterializeResult:
         """Model-ready rows from the project's steps: the event time, the model inputs and the target where known."""
-        store = partition_store(context, "features")
-        # Read by path, not loaded by the IO manager: a day may be larger than memory.
+        # Streamed through the store, not loaded by the IO manager: a day may be larger than memory.
+        store: PartitionStore = context.resources.partition_store
         spark: SparkSessionResource | None = context.resources.spark
         session = spark.get_session() if spark is not None else None
         engineer = partial(build_features, table=FeatureTable.of(pipeline), derive=spec.steps.build_features)

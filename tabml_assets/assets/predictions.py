@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from tabml_assets.assets.common import OWNERS, daily_partitions, partition_keys
-from tabml_assets.assets.features import engine_of, partition_store
+from tabml_assets.assets.features import engine_of
 from tabml_assets.assets.raw import BACKFILL_POLICY
 from tabml_assets.ml.scoring import (
     PREDICTION_COLUMN,
@@ -26,7 +26,7 @@ from tabml_assets.ml.scoring import (
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.spark import SparkSessionResource
-from tabml_assets.resources.storage import SummaryColumns, written_metadata
+from tabml_assets.resources.storage import PartitionStore, SummaryColumns, written_metadata
 from tabml_assets.spec import LoadedSpec
 
 
@@ -55,7 +55,7 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         # Scoring uses whatever is champion now; the dep on champion_model orders a run that
         # trains, promotes and scores one day (end_to_end_job) so it scores with the new champion.
         deps=[keys.features, keys.champion_model],
-        required_resource_keys={"step_launcher", keys.registry_resource, "io_manager", "spark"},
+        required_resource_keys={"step_launcher", keys.registry_resource, "partition_store", "spark"},
     )
     @transient_errors_only
     def batch_predictions(context: AssetExecutionContext) -> MaterializeResult:
@@ -71,7 +71,7 @@ def build_batch_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
                 ),
                 allow_retries=False,
             )
-        store = partition_store(context, "batch_predictions")
+        store: PartitionStore = context.resources.partition_store
         spark: SparkSessionResource | None = context.resources.spark
         session = spark.get_session() if spark is not None else None
         # One timestamp for the whole run, so every batch (and executor) stamps the same value.

@@ -1,40 +1,45 @@
 """raw_data: one UTC day of a project's rows from the deployment's data source, validated row by row.
 
-Rows that break a rule of the dataset spec go to a quarantine file beside the data,
-`<storage root>/<project>/raw_data_quarantine/<partition>.parquet`, with a `reason` column; the count is
-in the materialization metadata and in the `raw_quarantine` check. Input that cannot be used at
-all fails the step before anything is written, so the stored partition stays as it was.
+Rows that break a rule of the dataset spec go to the `raw_data_quarantine` asset, made by the
+same step for the same partitions, with a `reason` column and the file and row each came from;
+the count is in both materializations' metadata and in the `raw_quarantine` check.
+
+A day is read, validated and written in bounded batches, so memory does not grow with its size.
+The batches go to temporary files beside the stored partitions, which are renamed into place only
+once every day of the run passed its refusals (input that cannot be used, too many quarantined
+rows, an empty day over stored rows): a refused run changes nothing that is stored.
 """
 
 
 import dataclasses
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
     Failure,
+    MaterializeResult,
     MetadataValue,
-    Output,
-    asset,
+    multi_asset,
 )
 
-from tabml_assets.assets.common import (
-    OWNERS,
-    daily_partitions,
-    partition_day,
-    partition_keys,
-    table_metadata,
+from tabml_assets.assets.common import OWNERS, daily_partitions, partition_day, partition_keys
+from tabml_assets.keys import PipelineKeys
+from tabml_assets.ml.quality import (
+    REASON_COLUMN,
+    DuplicateTracker,
+    count_reasons,
+    validate_raw_rows,
 )
-from tabml_assets.ml.quality import REASON_COLUMN, ValidatedRows, count_reasons, validate_raw_rows
-from tabml_assets.ml.schema import raw_columns
+from tabml_assets.ml.schema import raw_columns, raw_schema
 from tabml_assets.resources.data_sources import (
     READ_PROBLEMS_COLUMN,
     SOURCE_FILE_COLUMN,
@@ -42,9 +47,18 @@ from tabml_assets.resources.data_sources import (
     DataSource,
     LandedDay,
     UnreadableFileError,
+    empty_unvalidated_rows,
 )
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
-from tabml_assets.resources.storage import PartitionedParquetIOManager, write_parquet_atomic
+from tabml_assets.resources.storage import (
+    PartitionStore,
+    StagedPartition,
+    SummaryColumns,
+    WrittenPartition,
+    frame_to_table,
+    schema_of_frame,
+    written_metadata,
+)
 from tabml_assets.spec import DataQualitySpec, DatasetSpec, LoadedSpec
 
 # A backfill of many days runs in a few bounded runs instead of one run per day.
@@ -56,15 +70,73 @@ def quarantine_columns(dataset: DatasetSpec) -> list[str]:
     return [*raw_columns(dataset), SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN, REASON_COLUMN]
 
 
-def validate_landed_day(
-    landed: LandedDay, dataset: DatasetSpec, day: dt.date, now: dt.datetime
-) -> ValidatedRows:
-    """Valid rows in the raw schema and quarantined rows (with provenance and reason) for one day."""
-    rows = landed.rows
-    checked = validate_raw_rows(
-        rows.drop(columns=[READ_PROBLEMS_COLUMN]), dataset, day, now, rows[READ_PROBLEMS_COLUMN]
-    )
-    return ValidatedRows(valid=checked.valid, quarantined=checked.quarantined[quarantine_columns(dataset)])
+def stored_schema(dataset: DatasetSpec) -> pa.Schema:
+    """The file schema of raw_data partitions: the raw schema, whatever a day holds."""
+    return schema_of_frame(pd.DataFrame({c: pd.Series(dtype=t) for c, t in raw_schema(dataset).items()}))
+
+
+def quarantine_schema(dataset: DatasetSpec) -> pa.Schema:
+    """The file schema of quarantine partitions: raw columns as delivered, provenance and reason."""
+    empty = empty_unvalidated_rows(dataset).assign(**{REASON_COLUMN: pd.Series(dtype="object")})
+    return schema_of_frame(empty[quarantine_columns(dataset)])
+
+
+def rows_per_file(rows: pd.DataFrame) -> dict[str, int]:
+    return {str(name): int(n) for name, n in rows[SOURCE_FILE_COLUMN].value_counts(sort=False).items()}
+
+
+@dataclass
+class DayIngest:
+    """One day being ingested: its valid and quarantined rows streamed into staged partitions,
+    and the figures its refusals, metadata and row accounting need."""
+
+    key: str
+    valid: StagedPartition
+    quarantine: StagedPartition
+    duplicates: DuplicateTracker
+    # source file -> rows it delivered to this day, and how many of them were quarantined.
+    delivered: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: pd.DataFrame | None = None
+
+    @classmethod
+    def start(cls, store: PartitionStore, keys: PipelineKeys, key: str, dataset: DatasetSpec) -> "DayIngest":
+        ranges = SummaryColumns(ranges=(dataset.event_time,))
+        return cls(
+            key,
+            valid=store.stage(keys.raw_data, key, stored_schema(dataset), ranges),
+            quarantine=store.stage(keys.quarantine, key, quarantine_schema(dataset), ranges),
+            duplicates=DuplicateTracker(dataset),
+        )
+
+    def add(self, batch: pd.DataFrame, dataset: DatasetSpec, now: dt.datetime) -> None:
+        """Validate one batch of the day's delivered rows and write both halves."""
+        # The read problems column rides along: validation reads only the dataset's columns,
+        # and the quarantine keeps only its own.
+        checked = validate_raw_rows(
+            batch, dataset, partition_day(self.key), now, batch[READ_PROBLEMS_COLUMN], self.duplicates
+        )
+        quarantined = checked.quarantined[quarantine_columns(dataset)]
+        self.valid.write(frame_to_table(checked.valid, self.valid.schema, f"raw_data {self.key}"))
+        self.quarantine.write(frame_to_table(quarantined, self.quarantine.schema, f"raw_data_quarantine {self.key}"))
+        self.delivered.update(rows_per_file(batch))
+        self.quarantined.update(rows_per_file(quarantined))
+        self.reasons.update(count_reasons(quarantined))
+        if len(quarantined) and (self.examples is None or len(self.examples) < EXAMPLE_ROWS):
+            self.examples = pd.concat([self.examples, quarantined.head(EXAMPLE_ROWS)]).head(EXAMPLE_ROWS)
+
+    @property
+    def delivered_rows(self) -> int:
+        return sum(self.delivered.values())
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(self.reasons.most_common())
 
 
 def describe_examples(quarantined: pd.DataFrame) -> str:
@@ -76,21 +148,18 @@ def describe_examples(quarantined: pd.DataFrame) -> str:
 
 
 def refuse_to_store(
-    key: str,
-    checked: ValidatedRows,
-    delivered: int,
-    stored_rows: int | None,
-    quality: DataQualitySpec,
+    key: str, ingest: DayIngest, stored_rows: int | None, quality: DataQualitySpec
 ) -> str | None:
     """Why this day must not replace what is stored, or None when it may."""
-    quarantined = len(checked.quarantined)
+    quarantined, delivered = ingest.quarantined_rows, ingest.delivered_rows
     if delivered and quarantined / delivered > quality.max_quarantine_fraction:
+        assert ingest.examples is not None
         return (
             f"raw_data {key}: {quarantined} of {delivered} rows "
             f"({quarantined / delivered:.0%}) failed validation, above "
             f"data_quality.max_quarantine_fraction {quality.max_quarantine_fraction:g}. "
-            f"Reasons: {count_reasons(checked.quarantined)}. First rows: "
-            f"{describe_examples(checked.quarantined)}"
+            f"Reasons: {ingest.reason_counts}. First rows: "
+            f"{describe_examples(ingest.examples)}"
         )
     if delivered == 0 and stored_rows:
         return (
@@ -131,15 +200,15 @@ class FileRows:
 
 
 def account_rows(
-    landed: dict[str, LandedDay], checked: dict[str, ValidatedRows], first_day: str, today: str
+    landed: dict[str, LandedDay], ingests: dict[str, DayIngest], first_day: str, today: str
 ) -> dict[str, FileRows]:
     """Every delivered row of every file this run read, accounted for (file -> FileRows)."""
     routed: Counter[str] = Counter()
     quarantined: Counter[str] = Counter()
     facts = {}
     for key, day in landed.items():
-        routed.update(day.rows[SOURCE_FILE_COLUMN].astype(str))
-        quarantined.update(checked[key].quarantined[SOURCE_FILE_COLUMN].astype(str))
+        routed.update(ingests[key].delivered)
+        quarantined.update(ingests[key].quarantined)
         facts.update(day.file_facts)
     accounts = {}
     for name in sorted(routed):
@@ -161,12 +230,6 @@ def account_rows(
     return accounts
 
 
-def stored_row_count(path: Path) -> int | None:
-    if not path.exists():
-        return None
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 def landing_metadata(landed: dict[str, LandedDay], accounts: dict[str, FileRows]) -> dict[str, Any]:
     """Which files fed the run, each file's rows accounted for, and the files set aside or ignored."""
     days = list(landed.values())
@@ -185,15 +248,45 @@ def landing_metadata(landed: dict[str, LandedDay], accounts: dict[str, FileRows]
     }
 
 
-def land(source: DataSource, days: list[dt.date], now: dt.datetime) -> dict[dt.date, LandedDay]:
-    """Read the days; input that cannot be used fails at once (retrying cannot fix a file)."""
+def unusable_input(exc: UnreadableFileError) -> Failure:
+    """Input that cannot be used fails at once: retrying cannot fix a file."""
+    return Failure(description=f"raw_data: ingestion stopped, nothing was written: {exc}", allow_retries=False)
+
+
+def ingest_days(
+    source: DataSource,
+    store: PartitionStore,
+    keys: PipelineKeys,
+    partitions: list[str],
+    dataset: DatasetSpec,
+    now: dt.datetime,
+) -> tuple[dict[str, LandedDay], dict[str, DayIngest]]:
+    """Stream the days' rows into staged partitions (not yet in place): what each day received."""
     try:
-        return source.land_days(days, now)
+        run = source.land_days([partition_day(k) for k in partitions], now, store.stream_batch_rows)
     except UnreadableFileError as exc:
-        raise Failure(
-            description=f"raw_data: ingestion stopped, nothing was written: {exc}",
-            allow_retries=False,
-        ) from exc
+        raise unusable_input(exc) from exc
+    ingests: dict[str, DayIngest] = {}
+    try:
+        for key in partitions:
+            ingests[key] = DayIngest.start(store, keys, key, dataset)
+        for day, batch in run.batches:
+            ingests[day.isoformat()].add(batch, dataset, now)
+        for ingest in ingests.values():
+            ingest.valid.close()
+            ingest.quarantine.close()
+    except BaseException as exc:
+        discard(ingests)
+        if isinstance(exc, UnreadableFileError):
+            raise unusable_input(exc) from exc
+        raise
+    return {key: run.days[partition_day(key)] for key in partitions}, ingests
+
+
+def discard(ingests: dict[str, DayIngest]) -> None:
+    for ingest in ingests.values():
+        ingest.valid.discard()
+        ingest.quarantine.discard()
 
 
 def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
@@ -201,63 +294,95 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
     dataset = spec.pipeline.dataset
     first_day = spec.pipeline.partitions.start_date.isoformat()
     keys = spec.keys
+    group = keys.group("ingestion")
 
-    @asset(
-        key=keys.raw_data,
-        group_name=keys.group("ingestion"),
-        kinds={"pandas", "parquet"},
-        owners=OWNERS,
-        code_version="2",
+    @multi_asset(
+        # The step keeps the name an `@asset` keyed raw_data would have (nyc_taxi__raw_data).
+        name=keys.raw_data.to_python_identifier(),
+        specs=[
+            AssetSpec(
+                keys.raw_data, group_name=group, kinds={"pandas", "parquet"}, owners=OWNERS, code_version="3",
+                description="The project's raw rows for each UTC day, validated; bad rows are quarantined with a reason.",
+            ),
+            AssetSpec(
+                keys.quarantine, group_name=group, kinds={"pandas", "parquet"}, owners=OWNERS, code_version="3",
+                description=(
+                    "The rows of each raw_data day that broke a rule of the dataset spec, with the "
+                    f"`{REASON_COLUMN}` and the landing file and row they came from."
+                ),
+            ),
+        ],
+        # One read of the source makes both: the quarantine cannot be built without raw_data.
+        can_subset=False,
         partitions_def=daily_partitions(spec.pipeline),
         backfill_policy=BACKFILL_POLICY,
         retry_policy=build_retry_policy(spec.pipeline.retries),
-        required_resource_keys={"step_launcher", keys.source_resource, "io_manager"},
+        required_resource_keys={"step_launcher", keys.source_resource, "partition_store"},
     )
     @transient_errors_only
-    def raw_data(context: AssetExecutionContext) -> Output[dict[str, pd.DataFrame]]:
-        """The project's raw rows for each UTC day, validated; bad rows are quarantined with a reason."""
+    def raw_data(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         source: DataSource = getattr(context.resources, keys.source_resource)
-        store: PartitionedParquetIOManager = context.resources.io_manager
+        store: PartitionStore = context.resources.partition_store
         now = dt.datetime.now(dt.UTC)
         partitions = partition_keys(context)
-        landed_days = land(source, [partition_day(k) for k in partitions], now)
-        landed = {key: landed_days[partition_day(key)] for key in partitions}
-        checked: dict[str, ValidatedRows] = {}
-        refusals: list[str] = []
-        for key, day_rows in landed.items():
-            checked[key] = validate_landed_day(day_rows, dataset, partition_day(key), now)
-            stored = stored_row_count(store.partition_path(keys.raw_data, key))
-            refusal = blocking_refusal(key, day_rows) or refuse_to_store(
-                key, checked[key], len(day_rows.rows), stored, quality
-            )
-            if refusal:
-                refusals.append(refusal)
+        landed, ingests = ingest_days(source, store, keys, partitions, dataset, now)
+        refusals = [
+            refusal
+            for key, ingest in ingests.items()
+            if (refusal := blocking_refusal(key, landed[key]) or refuse_to_store(
+                key, ingest, store.row_count(keys.raw_data, key) if store.exists(keys.raw_data, key) else None, quality
+            ))
+        ]
         if refusals:
+            discard(ingests)
             raise Failure(
                 description="\n".join([*refusals, "Nothing was written; stored partitions are unchanged."]),
                 allow_retries=False,
             )
         # Every day passed: the quarantine (empty or not) replaces the previous one, so a
         # re-materialized partition never keeps stale quarantined rows.
-        for key, result in checked.items():
-            write_parquet_atomic(result.quarantined, store.partition_path(keys.quarantine, key))
-        frames = {key: result.valid for key, result in checked.items()}
-        quarantined = {key: len(result.quarantined) for key, result in checked.items()}
-        all_quarantined = pd.concat([r.quarantined for r in checked.values()], ignore_index=True)
-        metadata = table_metadata(frames, dataset.event_time)
-        accounts = account_rows(landed, checked, first_day, now.date().isoformat())
-        metadata.update(landing_metadata(landed, accounts))
-        metadata.update(
-            {
-                "source": MetadataValue.text(source.describe()),
-                "delivered_rows": MetadataValue.int(sum(len(day.rows) for day in landed.values())),
-                "quarantined_rows": MetadataValue.int(sum(quarantined.values())),
-                "quarantine_reasons": MetadataValue.json(count_reasons(all_quarantined)),
-                "quarantine_path": MetadataValue.path(str(store.partition_path(keys.quarantine, partitions[0]))),
-            }
-        )
-        if len(partitions) > 1:
-            metadata["quarantined_per_partition"] = MetadataValue.json(quarantined)
-        return Output(frames, metadata=metadata)
+        quarantined = {key: ingest.quarantine.commit() for key, ingest in ingests.items()}
+        stored = {key: ingest.valid.commit() for key, ingest in ingests.items()}
+        yield MaterializeResult(asset_key=keys.raw_data, metadata=raw_metadata(
+            stored, quarantined, landed, ingests, source, first_day, now, dataset.event_time
+        ))
+        metadata = written_metadata(quarantined, dataset.event_time, "event_time")
+        metadata["quarantine_reasons"] = MetadataValue.json(total_reasons(ingests))
+        yield MaterializeResult(asset_key=keys.quarantine, metadata=metadata)
 
     return raw_data
+
+
+def total_reasons(ingests: dict[str, DayIngest]) -> dict[str, int]:
+    reasons: Counter[str] = Counter()
+    for ingest in ingests.values():
+        reasons.update(ingest.reasons)
+    return dict(reasons.most_common())
+
+
+def raw_metadata(
+    stored: dict[str, WrittenPartition],
+    quarantined: dict[str, WrittenPartition],
+    landed: dict[str, LandedDay],
+    ingests: dict[str, DayIngest],
+    source: DataSource,
+    first_day: str,
+    now: dt.datetime,
+    event_time: str,
+) -> dict[str, Any]:
+    """raw_data's materialization: the stored rows, where each file's rows went, the quarantine."""
+    metadata = written_metadata(stored, event_time, "event_time")
+    accounts = account_rows(landed, ingests, first_day, now.date().isoformat())
+    metadata.update(landing_metadata(landed, accounts))
+    metadata.update(
+        {
+            "source": MetadataValue.text(source.describe()),
+            "delivered_rows": MetadataValue.int(sum(i.delivered_rows for i in ingests.values())),
+            "quarantined_rows": MetadataValue.int(sum(w.rows for w in quarantined.values())),
+            "quarantine_reasons": MetadataValue.json(total_reasons(ingests)),
+            "quarantine_path": MetadataValue.path(str(next(iter(quarantined.values())).path)),
+        }
+    )
+    if len(stored) > 1:
+        metadata["quarantined_per_partition"] = MetadataValue.json({k: w.rows for k, w in quarantined.items()})
+    return metadata

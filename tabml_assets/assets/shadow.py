@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -25,7 +22,6 @@ from dagster import (
 )
 
 from tabml_assets.assets.common import OWNERS, daily_partitions, partition_keys
-from tabml_assets.assets.features import partition_store
 from tabml_assets.assets.raw import BACKFILL_POLICY
 from tabml_assets.ml.lifecycle import PREVIOUS_CHAMPION, PROMOTED_AT
 from tabml_assets.ml.metrics import higher_is_better
@@ -45,7 +41,7 @@ from tabml_assets.resources.model_registry import (
     ModelVersionRef,
 )
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
-from tabml_assets.resources.storage import SummaryColumns
+from tabml_assets.resources.storage import PartitionStore, SummaryColumns
 from tabml_assets.spec import LoadedSpec, ShadowSpec
 
 CHALLENGER_ROLE = "challenger"
@@ -166,7 +162,7 @@ def build_challenger_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         deps=[keys.batch_predictions],
         # No challenger in shadow: the step succeeds and writes nothing.
         output_required=False,
-        required_resource_keys={"step_launcher", keys.registry_resource, "io_manager"},
+        required_resource_keys={"step_launcher", keys.registry_resource, "partition_store"},
     )
     @transient_errors_only
     def challenger_predictions(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
@@ -176,7 +172,7 @@ def build_challenger_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
         if shadow.ref is None:
             context.log.info(f"challenger_predictions: nothing to score in shadow: {shadow.reason}")
             return
-        store = partition_store(context, "challenger_predictions")
+        store: PartitionStore = context.resources.partition_store
         model = registry.load_model(shadow.ref)
         classes = list(model.classes_) if pipeline.task != "regression" else None
         transform = partial(
@@ -195,14 +191,16 @@ def build_challenger_predictions_asset(spec: LoadedSpec) -> AssetsDefinition:
                 shared={"model": model}, summary=SummaryColumns(sums=agreement_columns(pipeline.task)),
             )
             # Only what the comparison needs: a large day's features are not read back.
-            frame = pd.read_parquet(written.path, columns=[c for c in written.schema.names if c not in skip])
+            frame = store.read_frame(
+                keys.challenger_predictions, key, [c for c in written.schema.names if c not in skip]
+            )
             day = compare_day(
                 frame, pipeline.target_column, pipeline.task, classes, primary,
                 higher_is_better(primary, spec.steps.metrics), tolerance,
                 pipeline.target.positive_class, spec.steps.metrics,
             )
-            versions = pq.read_table(written.path, columns=[f"{CHAMPION_PREFIX}version"]).column(0)
-            champion_versions = sorted(str(v) for v in pc.unique(versions).to_pylist() if v is not None)
+            versions = store.read_frame(keys.challenger_predictions, key, [f"{CHAMPION_PREFIX}version"]).iloc[:, 0]
+            champion_versions = sorted(str(v) for v in versions.dropna().unique())
             compared[key] = day
             days[key] = {
                 "champion_version": ",".join(champion_versions),

@@ -3,7 +3,6 @@
 
 import hashlib
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,7 +26,7 @@ from tabml_assets.ml.training import estimator_params, fit_window
 from tabml_assets.resources.model_registry import CHALLENGER, ModelRegistry
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.spark import SparkSessionResource
-from tabml_assets.resources.storage import LOAD_AS_FILES, PartitionFiles
+from tabml_assets.resources.storage import LOAD_AS_FILES, PartitionFiles, PartitionStore
 from tabml_assets.spec import LoadedSpec
 
 CODE_VERSION = "1"
@@ -98,7 +97,6 @@ def training_dataset(frame: pd.DataFrame, name: str, location: str) -> MetaDatas
 def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     pipeline = spec.pipeline
     keys = spec.keys
-    features_location = str(Path(spec.resolve_local(spec.profile.storage.root)).joinpath(*keys.features.path))
 
     @asset(
         key=keys.trained_model,
@@ -109,7 +107,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
         retry_policy=build_retry_policy(spec.pipeline.retries),
         partitions_def=daily_partitions(pipeline),
         ins={"features": training_window_input(spec, as_files=is_spark_estimator(pipeline.estimator))},
-        required_resource_keys={"step_launcher", keys.registry_resource, "spark"},
+        required_resource_keys={"step_launcher", keys.registry_resource, "spark", "partition_store"},
     )
     @transient_errors_only
     def trained_model(
@@ -117,6 +115,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
     ) -> Output[TrainedModel]:
         """The spec's estimator fitted on the labelled rows of the training window, registered in MLflow as challenger."""
         model_registry: ModelRegistry = getattr(context.resources, keys.registry_resource)
+        store: PartitionStore = context.resources.partition_store
         window = window_of(context)
         with model_registry.run(f"train {context.partition_key}", run_tags(context, window)) as run:
             if isinstance(features, PartitionFiles):
@@ -133,7 +132,7 @@ def build_trained_model_asset(spec: LoadedSpec) -> AssetsDefinition:
             run.log_metrics({f"train_{k}": v for k, v in fit.train_metrics.items()})
             run.log_metrics({f"validation_{k}": v for k, v in fit.validation_metrics.items()})
             run.log_input(
-                training_dataset(trained.lineage, f"features[{window[0]}..{window[1]}]", features_location),
+                training_dataset(trained.lineage, f"features[{window[0]}..{window[1]}]", str(store.asset_folder(keys.features))),
                 context="training",
             )
             run.set_tags(

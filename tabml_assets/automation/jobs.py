@@ -12,6 +12,7 @@ from tabml_assets.keys import (
     END_TO_END_JOB,
     EVALUATION_REPORT,
     FEATURES,
+    QUARANTINE,
     RAW_DATA,
     SCORING_JOB,
     TRAINED_MODEL,
@@ -19,7 +20,8 @@ from tabml_assets.keys import (
     PipelineKeys,
 )
 
-SCORING_ASSET_NAMES = (RAW_DATA, FEATURES, BATCH_PREDICTIONS)
+# raw_data and its quarantine are made by one step, so they are selected together.
+SCORING_ASSET_NAMES = (RAW_DATA, QUARANTINE, FEATURES, BATCH_PREDICTIONS)
 TRAINING_ASSET_NAMES = (TRAINED_MODEL, EVALUATION_REPORT, CHAMPION_MODEL)
 # Shadow scoring runs beside scoring, in the same job, after batch_predictions.
 SHADOW_ASSET_NAMES = (CHALLENGER_PREDICTIONS,)

@@ -169,7 +169,7 @@ def build_landing_sensor(spec: LoadedSpec, scoring_job: UnresolvedAssetJobDefini
                 run_key=pending[day]["run_key"],
                 partition_key=day,
                 # Without a champion there is nothing to score with yet: ingest only.
-                asset_selection=None if has_champion else [raw_data, features],
+                asset_selection=None if has_champion else [raw_data, keys.quarantine, features],
                 tags={TRIGGER_TAG: "landing", "tabml/landing_files": short_list(pending[day]["files"])},
             )
             for day in plan.run_days

@@ -69,8 +69,12 @@ def day_bounds(day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 
 def range_mask(values: pd.Series, spec: ColumnSpec) -> pd.Series:
-    numbers = pd.to_numeric(values, errors="coerce").astype("Float64")
-    outside = pd.Series(False, index=values.index, dtype="boolean")
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "fiu":
+        numbers = values.to_numpy(dtype="float64")
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    # Compared in numpy, where a missing value (NaN) is outside no bound.
+    outside = np.zeros(len(numbers), dtype=bool)
     if spec.greater_than is not None:
         outside |= numbers <= spec.greater_than
     if spec.less_than is not None:
@@ -79,7 +83,7 @@ def range_mask(values: pd.Series, spec: ColumnSpec) -> pd.Series:
         outside |= numbers < spec.min
     if spec.max is not None:
         outside |= numbers > spec.max
-    return outside.fillna(False).astype(bool)
+    return pd.Series(outside, index=values.index)
 
 
 def allowed_mask(values: pd.Series, allowed: list[object]) -> pd.Series:
@@ -100,6 +104,23 @@ def future_columns(dataset: DatasetSpec) -> list[str]:
     return [dataset.event_time] + [
         c for c, s in dataset.columns.items() if s.not_in_future and c != dataset.event_time
     ]
+
+
+def compare(op: str, left: pd.Series, right: pd.Series) -> pd.Series:
+    """`left <op> right` row by row; undefined where either side is missing.
+
+    Two timestamp or two numeric columns compare as they are (vectorized); anything else as
+    Python objects, which compares mixed types such as a string and a number by value.
+    """
+    kinds = [
+        "datetime" if pd.api.types.is_datetime64_any_dtype(s)
+        else "number" if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        else "object"
+        for s in (left, right)
+    ]
+    if kinds[0] == kinds[1] != "object":
+        return COMPARISONS[op](left, right)
+    return COMPARISONS[op](left.astype("object"), right.astype("object"))
 
 
 def rule_violations(
@@ -126,9 +147,7 @@ def rule_violations(
     for rule in dataset.rules:
         left, right = frame[rule.column], frame[rule.other]
         both = left.notna() & right.notna()
-        holds = pd.Series(
-            COMPARISONS[rule.op](left.astype("object"), right.astype("object")), index=index
-        ).where(both, True)
+        holds = pd.Series(compare(rule.op, left, right), index=index).where(both, True)
         violations[rule.reason] = (both & ~holds.astype(bool)).astype(bool)
     cutoff = utc_timestamp(now).tz_localize(None)  # in the stored rows' naive UTC
     for column in future_columns(dataset):
@@ -143,6 +162,37 @@ def duplicate_rows(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.Series:
         return pd.Series(False, index=frame.index)
     columns = dataset.unique_key or raw_columns(dataset)
     return frame[columns].duplicated(keep="first")
+
+
+class DuplicateTracker:
+    """`duplicate_rows` across the batches of one day: a row repeating the key of any earlier
+    row of the day, in an earlier batch or its own, is a duplicate.
+
+    The keys seen are kept as sorted 64-bit hashes (8 bytes a row, not the rows). Two different
+    keys share a hash with probability about n^2 / 2^65 (3e-6 for a 10M-row day): the row would
+    be quarantined as a duplicate, never stored twice.
+    """
+
+    def __init__(self, dataset: DatasetSpec) -> None:
+        self.columns = dataset.unique_key or raw_columns(dataset)
+        self.seen = np.empty(0, dtype="uint64")
+
+    def mark(self, frame: pd.DataFrame) -> pd.Series:
+        """Which rows of `frame` (the day's next batch) repeat an earlier row's key."""
+        if frame.empty:
+            return pd.Series(False, index=frame.index)
+        hashes = pd.util.hash_pandas_object(frame[self.columns], index=False).to_numpy()
+        repeated = pd.Series(hashes).duplicated(keep="first").to_numpy()
+        # Sorted lookups walk the seen keys in order, which keeps them in cache.
+        order = np.argsort(hashes)
+        ordered = hashes[order]
+        if self.seen.size:
+            where = np.searchsorted(self.seen, ordered)
+            repeated[order[self.seen[where.clip(max=self.seen.size - 1)] == ordered]] = True
+            self.seen = np.insert(self.seen, where, ordered)
+        else:
+            self.seen = ordered
+        return pd.Series(repeated, index=frame.index)
 
 
 def duplicate_reason(dataset: DatasetSpec) -> str:
@@ -178,20 +228,27 @@ def validate_raw_rows(
     day: dt.date,
     now: dt.datetime,
     earlier_reasons: pd.Series | None = None,
+    duplicates: DuplicateTracker | None = None,
 ) -> ValidatedRows:
     """Split raw rows for `day` into valid rows (the raw schema) and quarantined rows (+ `reason`).
 
     `earlier_reasons` carries problems found while reading (e.g. an unparseable value), one
     string per row. Columns beyond the dataset's (such as the source file) stay on quarantined rows.
+    When `frame` is one batch of the day, `duplicates` (the day's tracker) finds the rows that
+    repeat an earlier batch's.
     """
-    frame = frame.reset_index(drop=True)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
     if earlier_reasons is not None:
         earlier_reasons = earlier_reasons.reset_index(drop=True)
     masks = rule_violations(frame, dataset, day, now)
-    masks[duplicate_reason(dataset)] = duplicate_rows(frame, dataset)
+    masks[duplicate_reason(dataset)] = (
+        duplicate_rows(frame, dataset) if duplicates is None else duplicates.mark(frame)
+    )
     reasons = join_reasons(masks, frame.index, earlier_reasons)
     bad = reasons != ""
-    valid = frame.loc[~bad, raw_columns(dataset)].astype(raw_schema(dataset)).reset_index(drop=True)
+    kept = frame[raw_columns(dataset)] if not bad.any() else frame.loc[~bad, raw_columns(dataset)]
+    valid = kept.astype(raw_schema(dataset)).reset_index(drop=True)
     quarantined = frame.loc[bad].copy()
     quarantined[REASON_COLUMN] = reasons[bad]
     return ValidatedRows(valid=valid, quarantined=quarantined.reset_index(drop=True))

@@ -19,7 +19,7 @@ from tabml_assets.resources.data_sources import (
 from tabml_assets.resources.model_registry import ModelRegistry
 from tabml_assets.resources.notifier import LogNotifier, Notifier, SlackWebhookNotifier
 from tabml_assets.resources.spark import SparkSessionResource
-from tabml_assets.resources.storage import PartitionedParquetIOManager
+from tabml_assets.resources.storage import PartitionedParquetIOManager, PartitionStore
 from tabml_assets.spec import Deployment, LoadedSpec, SpecError
 
 
@@ -64,6 +64,11 @@ def build_notifier(spec: LoadedSpec) -> Notifier:
     return LogNotifier()
 
 
+def build_partition_store(spec: LoadedSpec) -> PartitionStore:
+    """The deployment's partition store: the one owner of every partition path, read and write."""
+    return PartitionStore(root=spec.resolve_local(spec.profile.storage.root))
+
+
 def build_project_resources(spec: LoadedSpec) -> dict[str, Any]:
     """The resources one project owns: its data source and its MLflow registry."""
     keys = spec.keys
@@ -72,8 +77,11 @@ def build_project_resources(spec: LoadedSpec) -> dict[str, Any]:
 
 def build_shared_resources(spec: LoadedSpec) -> dict[str, Any]:
     """The deployment's resources every project shares (read from any of its projects' specs)."""
+    # One store owns the partition layout; the IO manager and the streaming assets share it.
+    store = build_partition_store(spec)
     resources: dict[str, Any] = {
-        "io_manager": PartitionedParquetIOManager(root=spec.resolve_local(spec.profile.storage.root)),
+        "partition_store": store,
+        "io_manager": PartitionedParquetIOManager(store=store),
         "notifier": build_notifier(spec),
     }
     if spec.profile.databricks is not None:

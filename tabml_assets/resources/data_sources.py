@@ -14,6 +14,7 @@ only the files that touch its days (see `LandingIndex`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -25,7 +26,8 @@ import os
 import time
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pandas.api.types import pandas_dtype
@@ -71,6 +74,8 @@ INDEX_FILE = ".tabml_landing_index.json"
 # Files up to this size are read whole when first seen, so every problem is reported at once;
 # larger ones are skimmed (column names and event times) and checked whole by their day's run.
 FULL_READ_BYTES = 16 * 2**20
+# Rows per batch when a large file is skimmed or streamed into a day (see storage.DEFAULT_BATCH_ROWS).
+SKIM_BATCH_ROWS = 1_000_000
 INDEX_VERSION = 1
 
 
@@ -145,13 +150,12 @@ class FileFacts:
 
 @dataclass(frozen=True)
 class LandedDay:
-    """One UTC day of rows as delivered, before row-level validation.
+    """What is known of one UTC day's delivery besides its rows (which `LandedRun` streams).
 
-    `rows` has the dataset's columns in unvalidated dtypes plus SOURCE_FILE_COLUMN,
-    SOURCE_ROW_COLUMN and READ_PROBLEMS_COLUMN.
+    A file found unusable while its rows stream moves, for the days it touches, from `files`
+    to `blocking_files` (and to `set_aside_files`) once the stream reaches it.
     """
 
-    rows: pd.DataFrame
     files: list[str] = field(default_factory=list)
     ignored_columns: dict[str, list[str]] = field(default_factory=dict)
     empty_files: list[str] = field(default_factory=list)
@@ -166,6 +170,18 @@ class LandedDay:
     # The files the read opened (the index answered for the others), and how many there are.
     files_read: list[str] = field(default_factory=list)
     files_in_folder: int = 0
+
+
+@dataclass
+class LandedRun:
+    """The days of one run as delivered: the facts of each day, and its rows as a single-use
+    stream of (day, batch) in delivery order, each batch in the unvalidated layout (the
+    dataset's columns in unvalidated dtypes plus SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN and
+    READ_PROBLEMS_COLUMN). The stream raises UnreadableFileError for input that cannot be used
+    at all; a landing file that cannot be used only blocks its days."""
+
+    days: dict[dt.date, LandedDay]
+    batches: Iterator[tuple[dt.date, pd.DataFrame]]
 
 
 def empty_unvalidated_rows(dataset: DatasetSpec) -> pd.DataFrame:
@@ -203,14 +219,20 @@ class DataSource(ConfigurableResource, ABC):
     def read_day(self, day: dt.date) -> pd.DataFrame:
         """All rows whose event time falls on `day` (UTC), as the source has them."""
 
-    def land_days(self, days: Sequence[dt.date], now: dt.datetime) -> dict[dt.date, LandedDay]:
-        """Each day's rows as delivered, with their provenance; `raw_data` validates them."""
-        return {
-            day: LandedDay(
-                rows=as_unvalidated_rows(self.read_day(day), self.dataset, self.describe())
-            )
-            for day in days
-        }
+    def land_days(
+        self, days: Sequence[dt.date], now: dt.datetime, batch_rows: int = SKIM_BATCH_ROWS
+    ) -> LandedRun:
+        """Each day's rows as delivered, with their provenance; `raw_data` validates them.
+
+        A source that reads a day as one frame (demo rows, a loader, a table) delivers it as
+        one batch: the frame is in memory anyway.
+        """
+
+        def batches() -> Iterator[tuple[dt.date, pd.DataFrame]]:
+            for day in days:
+                yield day, as_unvalidated_rows(self.read_day(day), self.dataset, self.describe())
+
+        return LandedRun({day: LandedDay() for day in days}, batches())
 
     def describe(self) -> str:
         return type(self).__name__
@@ -266,6 +288,25 @@ def _read_parquet(path: Path, compression: str | None, columns: list[str] | None
         return pq.read_table(pa.BufferReader(stream.read()), columns=columns).to_pandas()
 
 
+def _undecodable(path: Path, encoding: str | None, exc: UnicodeDecodeError) -> UnreadableFileError:
+    found = f"byte 0x{exc.object[exc.start]:02x}, which is not {exc.encoding}"
+    if encoding:
+        return UnreadableFileError(
+            f"{path}: cannot be decoded as the declared dataset.encoding {encoding!r} ({found}); "
+            "fix the file or dataset.encoding in the project's pipeline.yaml"
+        )
+    return UnreadableFileError(
+        f"{path}: cannot be decoded as text: tried utf-8 (with or without a byte-order mark), "
+        f"found {found}; declare the file's encoding as dataset.encoding in the project's "
+        "pipeline.yaml (e.g. latin-1, cp1252, utf-16)"
+    )
+
+
+def _csv_options(compression: str | None, encoding: str | None, columns: list[str] | None) -> dict[str, Any]:
+    # Strings first: each column is parsed by the schema, so one bad value marks one row.
+    return {"dtype": str, "encoding": encoding or DEFAULT_ENCODING, "compression": compression, "usecols": columns}
+
+
 def _read_csv(
     path: Path,
     compression: str | None,
@@ -274,26 +315,43 @@ def _read_csv(
     rows: int | None = None,
 ) -> pd.DataFrame:
     try:
-        # Strings first: each column is parsed by the schema, so one bad value marks one row.
-        return pd.read_csv(
-            path,
-            dtype=str,
-            encoding=encoding or DEFAULT_ENCODING,
-            compression=compression,  # type: ignore[arg-type]
-            usecols=columns,
-            nrows=rows,
-        )
+        return pd.read_csv(path, nrows=rows, **_csv_options(compression, encoding, columns))
     except UnicodeDecodeError as exc:
-        found = f"byte 0x{exc.object[exc.start]:02x}, which is not {exc.encoding}"
-        if encoding:
-            raise UnreadableFileError(
-                f"{path}: cannot be decoded as the declared dataset.encoding {encoding!r} ({found}); "
-                "fix the file or dataset.encoding in the project's pipeline.yaml"
-            ) from None
+        raise _undecodable(path, encoding, exc) from None
+
+
+def _iter_csv(
+    path: Path, compression: str | None, encoding: str | None, columns: list[str] | None, batch_rows: int
+) -> Iterator[pd.DataFrame]:
+    try:
+        with pd.read_csv(path, chunksize=batch_rows, **_csv_options(compression, encoding, columns)) as chunks:
+            yield from chunks
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, encoding, exc) from None
+
+
+def _format_of(path: Path) -> tuple[str, str | None, str]:
+    """(format, compression, how to name it) of a landed file, or UnreadableFileError."""
+    detected = landing_format(path.name)
+    if detected is None:
         raise UnreadableFileError(
-            f"{path}: cannot be decoded as text: tried utf-8 (with or without a byte-order mark), "
-            f"found {found}; declare the file's encoding as dataset.encoding in the project's "
-            "pipeline.yaml (e.g. latin-1, cp1252, utf-16)"
+            f"{path}: not a landing file; expected a name ending in {', '.join(LANDING_FORMATS)} (any case)"
+        )
+    kind, compression = detected
+    return kind, compression, kind if compression is None else f"{compression}-compressed {kind}"
+
+
+@contextlib.contextmanager
+def _unreadable_as(path: Path, what: str) -> Iterator[None]:
+    """A reader's errors as UnreadableFileError naming the file and the format it was read as."""
+    try:
+        yield
+    except UnreadableFileError:
+        raise
+    except (pa.ArrowException, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        # ValueError covers pandas' parser errors and a zip archive holding several files.
+        raise UnreadableFileError(
+            f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})"
         ) from None
 
 
@@ -302,26 +360,48 @@ def read_landing_frame(
 ) -> pd.DataFrame:
     """A landed file's table as it is (CSV values as strings), or UnreadableFileError saying why
     not; only `columns` when given, no rows with `header_only`."""
-    detected = landing_format(path.name)
-    if detected is None:
-        raise UnreadableFileError(
-            f"{path}: not a landing file; expected a name ending in {', '.join(LANDING_FORMATS)} (any case)"
-        )
-    kind, compression = detected
-    what = kind if compression is None else f"{compression}-compressed {kind}"
-    try:
+    kind, compression, what = _format_of(path)
+    with _unreadable_as(path, what):
         if kind == "parquet":
             if header_only and compression is None:
                 return pq.read_schema(path).empty_table().to_pandas()
             return _read_parquet(path, compression, columns)
         return _read_csv(path, compression, dataset.encoding, columns, 0 if header_only else None)
-    except UnreadableFileError:
-        raise
-    except (pa.ArrowException, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        # ValueError covers pandas' parser errors and a zip archive holding several files.
-        raise UnreadableFileError(
-            f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})"
-        ) from None
+
+
+def iter_landing_frames(
+    path: Path, dataset: DatasetSpec, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """A landed file's table in frames of at most `batch_rows` rows (CSV values as strings), at
+    least one (with the file's columns) even for a file without rows; UnreadableFileError, at
+    any batch, when the file cannot be read.
+
+    Parquet is read a row group at a time and CSV in chunks, so memory does not grow with the
+    file. A gzip-compressed parquet file is the exception: its stream cannot seek to the footer,
+    so it is read whole and then sliced.
+    """
+    kind, compression, what = _format_of(path)
+    with _unreadable_as(path, what):
+        if kind == "parquet" and compression is None:
+            file = pq.ParquetFile(path)
+            frames: Iterable[pd.DataFrame] = (
+                batch.to_pandas() for batch in file.iter_batches(batch_size=batch_rows, columns=columns)
+            )
+            empty = file.schema_arrow.empty_table()
+            header = (empty.select(columns) if columns else empty).to_pandas()
+        elif kind == "parquet":
+            whole = _read_parquet(path, compression, columns)
+            frames = (whole.iloc[start : start + batch_rows] for start in range(0, len(whole), batch_rows))
+            header = whole.iloc[:0]
+        else:
+            frames = _iter_csv(path, compression, dataset.encoding, columns, batch_rows)
+            header = None
+        delivered = False
+        for frame in frames:
+            delivered = True
+            yield frame
+        if not delivered:
+            yield header if header is not None else _read_csv(path, compression, dataset.encoding, columns, 0)
 
 
 def _describe_values(values: pd.Series) -> str:
@@ -342,7 +422,7 @@ def _numeric_dates_as_iso(text: pd.Series, day_first: bool | None, where: str) -
     Without a declared order they are refused: 05/11/2026 is 5 November in most of the world and
     May 11 in the US, and a guess would put rows on the wrong day without a word.
     """
-    candidates = text.str.contains(NUMERIC_DATE_START, regex=True, na=False).to_numpy(dtype=bool)
+    candidates = _matches(text, NUMERIC_DATE_START)
     if not candidates.any():
         return text
     parts = text[candidates].str.extract(NUMERIC_DATE)
@@ -394,11 +474,11 @@ def _to_utc(values: pd.Series, dataset: DatasetSpec, where: str) -> pd.Series:
         return _as_utc(pd.to_datetime(text, format=fmt, errors="coerce", utc="%z" in fmt), timezone)
     text = _numeric_dates_as_iso(text, dataset.day_first, where)
     if timezone == "UTC":
-        return pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+        return _parse_timestamps(text, utc=True)
     # Strings with an offset name their instant; the others are wall-clock times in `timezone`.
     has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True, na=False)
-    aware = pd.to_datetime(text.where(has_offset), errors="coerce", utc=True, format="mixed")
-    naive = pd.to_datetime(text.where(~has_offset), errors="coerce", format="mixed")
+    aware = _parse_timestamps(text.where(has_offset), utc=True)
+    naive = _parse_timestamps(text.where(~has_offset), utc=False)
     local = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
     return aware.where(has_offset, local)
 
@@ -420,8 +500,77 @@ def _to_string(values: pd.Series) -> pd.Series:
     return as_text_objects(text.map(lambda v: v if v is None or isinstance(v, str) else str(v)))
 
 
+def _as_arrow_text(values: pd.Series) -> pa.Array | None:
+    """The values as an arrow string array, or None when they are not all strings (or null)."""
+    if not (isinstance(values.dtype, pd.StringDtype) or values.dtype == object):
+        return None
+    try:
+        return pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _to_number(values: pd.Series) -> pd.Series:
+    """Numbers from any values, anything unparseable missing. Text (a CSV's cells) is cast by
+    arrow when every value is a plain number, which is several times faster than pandas."""
+    text = _as_arrow_text(values)
+    if text is not None:
+        try:
+            numbers = pc.cast(text, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some value is not a plain number: pandas marks it missing, row by row
+        else:
+            return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index)
+    return pd.to_numeric(values, errors="coerce")
+
+
+def _matches(text: pd.Series, pattern: str) -> np.ndarray:
+    """Which values match the regular expression (RE2 syntax) from their start; null never."""
+    arrow_text = _as_arrow_text(text)
+    if arrow_text is None:
+        return text.str.contains(pattern, regex=True, na=False).to_numpy(dtype=bool)
+    return pc.fill_null(pc.match_substring_regex(arrow_text, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def non_blank(values: pd.Series) -> pd.Series:
+    """Which values hold more than whitespace (computed by arrow: a CSV has one per cell)."""
+    try:
+        text = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Not all strings (a loader's mixed objects): pandas' own, slower path.
+        return values.astype("string").str.strip().ne("").fillna(False).astype(bool)
+    blank = pc.equal(pc.utf8_trim_whitespace(text), "")
+    return pd.Series(~pc.fill_null(blank, True).to_numpy(zero_copy_only=False), index=values.index)
+
+
+def _parse_timestamps(text: pd.Series, utc: bool) -> pd.Series:
+    """Timestamps in any format pandas reads; ISO 8601 first, which is several times faster."""
+    parsed = pd.to_datetime(text, errors="coerce", utc=utc, format="ISO8601")
+    retry = (parsed.isna() & text.notna()).to_numpy(dtype=bool)
+    if retry.any():
+        parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=utc, format="mixed")
+    return parsed
+
+
+def already_typed(values: pd.Series, dtype: str, timezone: str) -> bool:
+    """Whether `values` need no parsing to become `dtype`: plain floats or integers for those,
+    and timestamps without a zone for a dataset whose zone is UTC (naive means UTC there)."""
+    kind = values.dtype.kind if isinstance(values.dtype, np.dtype) else None
+    if dtype == "float64":
+        return kind == "f"
+    if dtype == "Int64":
+        return kind in ("i", "u")
+    if dtype.startswith("datetime"):
+        return kind == "M" and timezone == "UTC"
+    return False
+
+
 def _coerce_column(values: pd.Series, dtype: str, dataset: DatasetSpec, where: str) -> pd.Series:
     """`values` in `dtype`; anything that does not parse becomes missing."""
+    if already_typed(values, dtype, dataset.timezone):
+        # A parquet column of the declared type: nothing to parse (the common case, and the
+        # one that costs most per row otherwise).
+        return values.astype(pandas_dtype(dtype))
     if dtype.startswith("datetime"):
         return _to_utc(values, dataset, where).dt.tz_convert(None).astype(pandas_dtype(dtype))
     if dtype == "object":
@@ -430,7 +579,7 @@ def _coerce_column(values: pd.Series, dtype: str, dataset: DatasetSpec, where: s
         return _to_boolean(values)
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.Series(pd.NA, index=values.index, dtype=dtype)
-    numeric = pd.to_numeric(values, errors="coerce")
+    numeric = _to_number(values)
     if dtype == "Int64":
         numeric = numeric.astype("Float64")
         numeric = numeric.where((numeric % 1 == 0).fillna(False))
@@ -460,14 +609,44 @@ def missing_columns(found: Sequence[object], dataset: DatasetSpec, source: str) 
     )
 
 
+@dataclass
+class ColumnTally:
+    """Whole-file facts of the columns of a file read in batches: a column empty in every row,
+    or whose every value fails to parse, makes the file unusable, which only the last batch tells."""
+
+    rows: int = 0
+    read: set[str] = field(default_factory=set)
+    present: Counter[str] = field(default_factory=Counter)
+    parsed: Counter[str] = field(default_factory=Counter)
+    # column -> (dtype, examples) of the first batch with values, to name in the error.
+    found: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def problem(self, dataset: DatasetSpec, source: str) -> str | None:
+        """The error the whole file would have raised, in column order, or None."""
+        for column in unvalidated_schema(dataset):
+            if column not in self.read:
+                continue  # a label column the file does not carry
+            declared = dataset.columns[column].type
+            if self.rows and not self.present[column] and not dataset.is_nullable(column):
+                return (
+                    f"{source}: column {column!r} is empty in all {self.rows} rows; "
+                    f"expected {declared} values"
+                )
+            if self.present[column] and not self.parsed[column]:
+                dtype, examples = self.found[column]
+                return f"{source}: column {column!r} expected {declared}, found {dtype} values such as {examples}"
+        return None
+
+
 def coerce_landed_frame(
-    frame: pd.DataFrame, dataset: DatasetSpec, source: str
+    frame: pd.DataFrame, dataset: DatasetSpec, source: str, tally: ColumnTally | None = None
 ) -> tuple[pd.DataFrame, pd.Series, list[str]]:
     """A landed frame -> (the dataset's columns, unvalidated dtypes; read problems per row; ignored columns).
 
     A column that is missing, entirely empty or entirely of the wrong type makes the whole file
     unusable; a single value that does not parse only marks its row. Label columns may be
-    missing or empty: scoring data often has no label yet.
+    missing or empty: scoring data often has no label yet. With a `tally`, `frame` is one batch
+    of a file: the whole-file refusals are left to `tally.problem` once every batch was read.
     """
     problem = missing_columns(list(frame.columns), dataset, source)
     if problem:
@@ -490,8 +669,11 @@ def coerce_landed_frame(
         values = frame[column]
         present = values.notna()
         if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
-            present &= values.astype("string").str.strip().ne("").fillna(False)
-        if len(frame) and not present.any() and not dataset.is_nullable(column):
+            present &= non_blank(values)
+        if tally is not None:
+            tally.read.add(column)
+            tally.present[column] += int(present.sum())
+        elif len(frame) and not present.any() and not dataset.is_nullable(column):
             raise UnreadableFileError(
                 f"{source}: column {column!r} is empty in all {len(frame)} rows; "
                 f"expected {declared} values"
@@ -500,7 +682,11 @@ def coerce_landed_frame(
         if dtype == "object":
             coerced = as_text_objects(coerced.mask(~present))
         unparseable = present & coerced.isna()
-        if present.any() and unparseable[present].all():
+        if tally is not None:
+            tally.parsed[column] += int((present & ~unparseable).sum())
+            if present.any() and column not in tally.found:
+                tally.found[column] = (str(values.dtype), _describe_values(values[present]))
+        elif present.any() and unparseable[present].all():
             raise UnreadableFileError(
                 f"{source}: column {column!r} expected {declared}, found {values.dtype} "
                 f"values such as {_describe_values(values[present])}"
@@ -512,6 +698,8 @@ def coerce_landed_frame(
                 current.where(current == "", current + REASON_SEPARATOR) + reason
             )
         out[column] = coerced
+    if tally is not None:
+        tally.rows += len(frame)
     return pd.DataFrame(out), problems, ignored
 
 
@@ -534,6 +722,34 @@ def _landed_from_frame(path: Path, frame: pd.DataFrame, dataset: DatasetSpec) ->
     coerced[SOURCE_ROW_COLUMN] = range(len(coerced))
     coerced[READ_PROBLEMS_COLUMN] = problems
     return LandedFile(path, coerced, ignored)
+
+
+def stream_landed_file(
+    path: Path, dataset: DatasetSpec, batch_rows: int, ignored: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """One landed file's rows in the unvalidated layout, batch by batch (as `load_landed_file`).
+
+    The columns the file has beyond the dataset's are appended to `ignored`. A file that cannot
+    be used raises UnreadableFileError: a missing column at the first batch, a column empty or
+    unparseable in every row after the last.
+    """
+    if path.stat().st_size == 0:
+        yield empty_unvalidated_rows(dataset)
+        return
+    tally = ColumnTally()
+    offset = 0
+    for frame in iter_landing_frames(path, dataset, batch_rows):
+        coerced, problems, extra = coerce_landed_frame(frame, dataset, str(path), tally)
+        if offset == 0 and ignored is not None:
+            ignored.extend(extra)
+        coerced[SOURCE_FILE_COLUMN] = path.name
+        coerced[SOURCE_ROW_COLUMN] = np.arange(offset, offset + len(coerced), dtype="int64")
+        coerced[READ_PROBLEMS_COLUMN] = problems
+        offset += len(coerced)
+        yield coerced
+    problem = tally.problem(dataset, str(path))
+    if problem:
+        raise UnreadableFileError(problem)
 
 
 def load_landed_file(path: Path, dataset: DatasetSpec) -> LandedFile:
@@ -622,13 +838,10 @@ def skim_landed_file(path: Path, dataset: DatasetSpec) -> FileFacts:
     event_time = dataset.event_time
     try:
         names = list(read_landing_frame(path, dataset, header_only=True).columns)
-        frame = (
-            read_landing_frame(path, dataset, columns=[event_time]) if event_time in names else None
-        )
     except UnreadableFileError as exc:
         return FileFacts(fingerprint, error=str(exc), days_known=False)
     problem = missing_columns(names, dataset, str(path))
-    if frame is None:
+    if event_time not in names:
         return FileFacts(fingerprint, error=problem, days_known=False)
     # The event time alone, through the same coercion (and refusals) as a whole file.
     event_only = dataset.model_copy(
@@ -639,17 +852,26 @@ def skim_landed_file(path: Path, dataset: DatasetSpec) -> FileFacts:
             "unique_key": None,
         }
     )
+    tally = ColumnTally()
+    days: Counter[str] = Counter()
+    missing = 0
     try:
-        event = coerce_landed_frame(frame, event_only, str(path))[0][event_time]
+        for frame in iter_landing_frames(path, dataset, SKIM_BATCH_ROWS, columns=[event_time]):
+            event = coerce_landed_frame(frame, event_only, str(path), tally)[0][event_time]
+            days.update(day_counts(event))
+            missing += int(event.isna().sum())
+        unusable = tally.problem(event_only, str(path))
     except UnreadableFileError as exc:
-        return FileFacts(fingerprint, rows=len(frame), error=problem or str(exc), days_known=False)
+        unusable = str(exc)
+    if unusable:
+        return FileFacts(fingerprint, rows=tally.rows, error=problem or unusable, days_known=False)
     return FileFacts(
         fingerprint,
-        rows=len(frame),
-        event_days=day_counts(event),
-        missing_event_time=int(event.isna().sum()),
+        rows=tally.rows,
+        event_days=dict(sorted(days.items())),
+        missing_event_time=missing,
         error=problem,
-        empty=frame.empty,
+        empty=tally.rows == 0,
     )
 
 
@@ -819,18 +1041,21 @@ class LandingFolderSource(DataSource):
             self.index.update(fresh)
         return Survey(facts, loaded, list(fresh), unexamined)
 
-    def land_days(self, days: Sequence[dt.date], now: dt.datetime) -> dict[dt.date, LandedDay]:
-        """Each day's rows from the files that touch it; the other files are not read."""
+    def land_days(
+        self, days: Sequence[dt.date], now: dt.datetime, batch_rows: int = SKIM_BATCH_ROWS
+    ) -> LandedRun:
+        """Each day's rows from the files that touch it, streamed in batches of at most
+        `batch_rows` rows; each file is read once however many of the days it feeds, and the
+        other files are not read."""
         dataset = self.dataset
         keys = {day: day.isoformat() for day in days}
         paths, unsupported = self.scan_folder()
         survey = self.survey(paths, keep_rows_for=set(keys.values()))
-        parts: dict[str, list[pd.DataFrame]] = {key: [] for key in keys.values()}
         used: dict[str, dict[str, FileFacts]] = {key: {} for key in keys.values()}
         blocking: dict[str, dict[str, str]] = {key: {} for key in keys.values()}
         set_aside: dict[str, str] = {}
-        ignored: dict[str, list[str]] = {}
         empty: list[str] = []
+        to_read: list[tuple[Path, FileFacts, list[str]]] = []
         read = set(survey.examined)
         for path in paths:
             facts = survey.facts.get(path.name)
@@ -848,50 +1073,69 @@ class LandingFolderSource(DataSource):
             if not touched:
                 continue
             read.add(path.name)
-            try:
-                landed = survey.loaded.get(path.name) or load_landed_file(path, dataset)
-            except UnreadableFileError as exc:
-                # A skimmed file whose other columns cannot be used: its days wait for it.
-                self.index.update({path.name: dataclasses.replace(facts, error=str(exc))})
-                set_aside[path.name] = str(exc)
-                for key in touched:
-                    blocking[key][path.name] = str(exc)
-                continue
-            if landed.ignored_columns:
-                ignored[path.name] = landed.ignored_columns
+            to_read.append((path, facts, touched))
             for key in touched:
-                parts[key].append(
-                    landed.rows[rows_of_day(landed.rows, dataset.event_time, key, facts.main_day)]
-                )
                 used[key][path.name] = facts
-        landed_days = {}
-        for day, key in keys.items():
-            rows = (
-                pd.concat(parts[key], ignore_index=True)
-                if parts[key]
-                else empty_unvalidated_rows(dataset)
-            )
-            landed_days[day] = LandedDay(
-                rows=rows,
+        landed_days = {
+            day: LandedDay(
                 files=sorted(used[key]),
-                ignored_columns={f: c for f, c in ignored.items() if f in used[key]},
+                ignored_columns={},
                 empty_files=list(empty),
                 file_facts=used[key],
                 blocking_files=blocking[key],
-                set_aside_files=dict(set_aside),
+                set_aside_files=set_aside,
                 unsupported_files=unsupported,
                 files_read=sorted(read),
                 files_in_folder=len(paths),
             )
-        return landed_days
+            for day, key in keys.items()
+        }
+        by_key = {key: day for day, key in keys.items()}
+
+        def batches() -> Iterator[tuple[dt.date, pd.DataFrame]]:
+            for path, facts, touched in to_read:
+                ignored: list[str] = []
+                loaded = survey.loaded.pop(path.name, None)
+                if loaded is not None:
+                    ignored.extend(loaded.ignored_columns)
+                    frames: Iterable[pd.DataFrame] = [loaded.rows]
+                else:
+                    frames = stream_landed_file(path, dataset, batch_rows, ignored)
+                try:
+                    for frame in frames:
+                        for key in touched:
+                            mask = rows_of_day(frame, dataset.event_time, key, facts.main_day)
+                            if mask.all():
+                                yield by_key[key], frame  # a one-day file: no copy
+                            elif mask.any():
+                                yield by_key[key], frame[mask].reset_index(drop=True)
+                except UnreadableFileError as exc:
+                    # A skimmed file whose other columns cannot be used: its days wait for it.
+                    self.index.update({path.name: dataclasses.replace(facts, error=str(exc))})
+                    set_aside[path.name] = str(exc)
+                    for key in touched:
+                        blocking[key][path.name] = str(exc)
+                        landed = landed_days[by_key[key]]
+                        landed.files.remove(path.name)
+                        landed.file_facts.pop(path.name)
+                    continue
+                if ignored:
+                    for key in touched:
+                        landed_days[by_key[key]].ignored_columns[path.name] = ignored
+
+        return LandedRun(landed_days, batches())
 
     def read_day(self, day: dt.date) -> pd.DataFrame:
-        """Every landed row for `day`, unvalidated (raw_data validates and quarantines)."""
-        landed = self.land_days([day], dt.datetime.now(dt.UTC))[day]
+        """Every landed row for `day`, unvalidated, in one frame (raw_data streams `land_days`)."""
+        run = self.land_days([day], dt.datetime.now(dt.UTC))
+        frames = [frame[raw_columns(self.dataset)] for _, frame in run.batches]
+        landed = run.days[day]
         if landed.blocking_files:
             name, reason = next(iter(landed.blocking_files.items()))
             raise UnreadableFileError(reason if name in reason else f"{name}: {reason}")
-        return landed.rows[raw_columns(self.dataset)].reset_index(drop=True)
+        if not frames:
+            return empty_unvalidated_rows(self.dataset)[raw_columns(self.dataset)]
+        return pd.concat(frames, ignore_index=True)
 
     def describe(self) -> str:
         return f"landing folder {self.folder}"

@@ -3,10 +3,12 @@
 The same code serves dev (a local folder) and Databricks (a Unity Catalog volume or DBFS path,
 which clusters mount as local files under /Volumes and /dbfs), so both sides see one store.
 
-`PartitionedParquetIOManager` owns the layout, <root>/<asset>/<partition>.parquet. Small assets
-go through it as DataFrames; assets whose partitions may not fit in memory (features,
-batch_predictions) call `transform_partition`, which streams an upstream partition file through
-a pandas function batch by batch (or through Spark's `mapInPandas`) into the same layout.
+`PartitionStore` owns the layout, <root>/<asset>/<partition>.parquet: every path, read and
+atomic write of a partition. `PartitionedParquetIOManager` delegates to it for the small assets
+that go through Dagster's IO as DataFrames or records; assets whose partitions may not fit in
+memory (raw_data, features, batch_predictions) use the store directly: `transform_partition`
+streams an upstream partition file through a pandas function batch by batch (or through Spark's
+`mapInPandas`) into the same layout.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pydantic
 from dagster import (
     AssetKey,
     ConfigurableIOManager,
+    ConfigurableResource,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -226,6 +229,47 @@ def write_tables_atomic(
     return totals.result(path)
 
 
+class StagedPartition:
+    """A partition file written batch by batch into a temporary beside its target, which only
+    `commit` renames into place; `discard` removes it. Until then the stored partition is
+    untouched, so a run can refuse its input after reading all of it."""
+
+    def __init__(self, path: Path, schema: pa.Schema, summary: SummaryColumns = SummaryColumns()) -> None:
+        self.path = path
+        self.schema = schema
+        self.totals = _WriteSummary(schema, summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp_name)
+        self.writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp, schema)
+
+    def write(self, table: pa.Table) -> None:
+        assert self.writer is not None, f"{self.path}: written after it was closed"
+        if table.num_rows:
+            self.writer.write_table(table)
+            self.totals.add(table)
+
+    def close(self) -> WrittenPartition:
+        """Finish the temporary file (still not in place); what it holds."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return self.totals.result(self.path)
+
+    def commit(self) -> WrittenPartition:
+        written = self.close()
+        os.replace(self.tmp, self.path)
+        return written
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
 def iter_parquet_frames(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     """The file's rows as DataFrames of at most `batch_rows` rows, with their stored dtypes."""
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
@@ -360,10 +404,11 @@ def spark_transform_parquet(
 def written_metadata(
     written: Mapping[str, WrittenPartition], time_column: str | None = None, time_label: str = "time"
 ) -> dict[str, Any]:
-    """Row count, column schema and preview of partitions written by `transform_partition`.
+    """Row count, column schema and preview of streamed partition writes (one or a range).
 
     With `time_column` (kept as a range in the summary), also the earliest and latest value
-    as `earliest_<time_label>` / `latest_<time_label>` (naive timestamps read as UTC).
+    as `earliest_<time_label>` / `latest_<time_label>` (naive timestamps read as UTC): what
+    time the rows really cover.
     """
     non_empty = [w for w in written.values() if w.rows]
     first = non_empty[0] if non_empty else next(iter(written.values()))
@@ -420,31 +465,94 @@ class PartitionFiles:
     paths: tuple[str, ...]
 
 
-class PartitionedParquetIOManager(ConfigurableIOManager):
-    """Stores DataFrames as <root>/<asset>/<partition>.parquet, typed records and dicts as .json."""
+class PartitionStore(ConfigurableResource):
+    """The storage layout, <root>/<asset key path>/<partition>.parquet: every partition's path,
+    read and atomic write goes through this resource, so nothing else names a partition file.
+
+    dev keeps `root` in a local folder; staging and prod point it at a Unity Catalog volume,
+    which the cluster mounts as local files, so the same code serves both.
+    """
 
     root: str
-    # Rows per batch when a partition is streamed through `transform_partition`.
+    # Rows per batch when a partition is streamed (transform_partition, iter_frames, ingestion).
     stream_batch_rows: int = DEFAULT_BATCH_ROWS
 
-    def _path(self, asset_key_path: list[str], partition: str | None, suffix: str) -> Path:
-        folder = Path(self.root).joinpath(*(safe_segment(p, "asset key") for p in asset_key_path))
+    def path(self, asset: AssetKey | str, partition: str | None, suffix: str = ".parquet") -> Path:
+        """<root>/<asset key path>/<partition><suffix> ("latest" for an unpartitioned asset)."""
+        folder = self.asset_folder(asset)
         name = safe_segment(partition, "partition key") if partition is not None else "latest"
         return folder / f"{name}{suffix}"
 
-    def partition_path(self, asset: AssetKey | str, partition: str | None, suffix: str = ".parquet") -> Path:
-        """<root>/<asset key path>/<partition><suffix>: the one place a partition's file is named."""
-        return self._path(key_path(asset), partition, suffix)
+    def asset_folder(self, asset: AssetKey | str) -> Path:
+        """The folder holding every partition of `asset` (MLflow's dataset lineage points here)."""
+        return Path(self.root).joinpath(*(safe_segment(p, "asset key") for p in key_path(asset)))
 
-    def existing_partition_path(self, asset: AssetKey | str, partition: str) -> Path:
+    def exists(self, asset: AssetKey | str, partition: str | None, suffix: str = ".parquet") -> bool:
+        return self.path(asset, partition, suffix).exists()
+
+    def existing_path(self, asset: AssetKey | str, partition: str | None) -> Path:
         """The parquet file of a materialized partition; names what to materialize if absent."""
-        path = self.partition_path(asset, partition)
+        path = self.path(asset, partition)
         if not path.exists():
             name = "/".join(key_path(asset))
             raise FileNotFoundError(
                 f"{name}: partition {partition} is not materialized (expected {path}); "
                 f"materialize {name} for {partition} first"
             )
+        return path
+
+    def read_frame(
+        self, asset: AssetKey | str, partition: str | None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """A stored partition (only `columns` when given), or FileNotFoundError naming it."""
+        return pq.read_table(self.existing_path(asset, partition), columns=columns).to_pandas()
+
+    def iter_frames(
+        self, asset: AssetKey | str, partition: str | None, batch_rows: int | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """A stored partition's rows in frames of at most `batch_rows` (the store's batch size)."""
+        return iter_parquet_frames(self.existing_path(asset, partition), batch_rows or self.stream_batch_rows)
+
+    def read_schema(self, asset: AssetKey | str, partition: str | None) -> pa.Schema:
+        return pq.read_schema(self.existing_path(asset, partition))
+
+    def row_count(self, asset: AssetKey | str, partition: str | None) -> int:
+        """Rows of a stored partition from its footer (no data read)."""
+        return pq.ParquetFile(self.existing_path(asset, partition)).metadata.num_rows
+
+    def write_frame(self, asset: AssetKey | str, partition: str | None, frame: pd.DataFrame) -> Path:
+        """Replace the partition's file with `frame`, atomically."""
+        path = self.path(asset, partition)
+        write_parquet_atomic(frame, path)
+        return path
+
+    def write_tables(
+        self,
+        asset: AssetKey | str,
+        partition: str | None,
+        tables: Iterable[pa.Table],
+        schema: pa.Schema,
+        summary: SummaryColumns = SummaryColumns(),
+    ) -> WrittenPartition:
+        """Stream `tables` into the partition's file, atomically."""
+        return write_tables_atomic(tables, schema, self.path(asset, partition), summary)
+
+    def stage(
+        self,
+        asset: AssetKey | str,
+        partition: str | None,
+        schema: pa.Schema,
+        summary: SummaryColumns = SummaryColumns(),
+    ) -> StagedPartition:
+        """A new version of the partition, written batch by batch and put in place by `commit`."""
+        return StagedPartition(self.path(asset, partition), schema, summary)
+
+    def read_record(self, asset: AssetKey | str, partition: str | None) -> Any:
+        return json.loads(self.path(asset, partition, ".json").read_text())
+
+    def write_record(self, asset: AssetKey | str, partition: str | None, value: Any) -> Path:
+        path = self.path(asset, partition, ".json")
+        write_json_atomic(value, path)
         return path
 
     def transform_partition(
@@ -462,13 +570,22 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         With a Spark session the batches run distributed (mapInPandas, `shared` broadcast);
         without one they stream through this process. Both write the same file.
         """
-        source = self.existing_partition_path(source_asset, partition)
-        target = self.partition_path(target_asset, partition)
+        source = self.existing_path(source_asset, partition)
+        target = self.path(target_asset, partition)
         if spark is not None:
             return spark_transform_parquet(
                 spark, source, target, transform, shared, self.stream_batch_rows, summary
             )
         return stream_transform_parquet(source, target, transform, shared, self.stream_batch_rows, summary)
+
+
+class PartitionedParquetIOManager(ConfigurableIOManager):
+    """Stores DataFrames as parquet partitions of the partition store and dicts as .json beside them."""
+
+    store: PartitionStore
+
+    def _path(self, asset_key_path: list[str], partition: str | None, suffix: str) -> Path:
+        return self.store.path(AssetKey(asset_key_path), partition, suffix)
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if obj is None:
@@ -484,7 +601,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
                     f"found {sorted(obj)}"
                 )
             for partition, frame in obj.items():
-                write_parquet_atomic(frame, self._path(key, partition, ".parquet"))
+                self.store.write_frame(context.asset_key, partition, frame)
             return
         if len(partitions) != 1:
             raise ValueError(
@@ -492,7 +609,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
                 f"mapping of partition key -> DataFrame, found {type(obj).__name__}"
             )
         if isinstance(obj, pd.DataFrame):
-            write_parquet_atomic(obj, self._path(key, partitions[0], ".parquet"))
+            self.store.write_frame(context.asset_key, partitions[0], obj)
         else:
             # Typed records (tabml_assets/ml/records.py) are stored as their fields.
             value = obj.model_dump() if isinstance(obj, pydantic.BaseModel) else obj
@@ -503,14 +620,13 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         if (context.definition_metadata or {}).get(LOAD_AS_FILES):
             return PartitionFiles(
-                tuple(str(self.existing_partition_path(context.asset_key, p)) for p in partitions if p)
+                tuple(str(self.store.existing_path(context.asset_key, p)) for p in partitions if p)
             )
         frames: list[pd.DataFrame] = []
         missing: list[str] = []
         for partition in partitions:
-            parquet = self._path(key, partition, ".parquet")
-            if parquet.exists():
-                frames.append(pd.read_parquet(parquet))
+            if self.store.exists(context.asset_key, partition):
+                frames.append(self.store.read_frame(context.asset_key, partition))
                 continue
             as_json = self._path(key, partition, ".json")
             if as_json.exists() and len(partitions) == 1:
@@ -518,7 +634,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
             missing.append(partition or "(unpartitioned)")
         if missing:
             raise FileNotFoundError(
-                f"{'/'.join(key)}: partitions {missing} are not materialized under {Path(self.root)}; "
+                f"{'/'.join(key)}: partitions {missing} are not materialized under {Path(self.store.root)}; "
                 f"materialize {'/'.join(key)} for them first"
             )
         if len(frames) == 1:
