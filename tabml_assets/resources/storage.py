@@ -13,7 +13,6 @@ streams an upstream partition file through a pandas function batch by batch (or 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from dagster import (
 )
 
 from tabml_assets.processes import host_name, process_alive_since
+from tabml_assets.utc import utc_timestamp
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -425,14 +425,9 @@ def written_metadata(
         metadata["rows_per_partition"] = MetadataValue.json({k: w.rows for k, w in written.items()})
     ranges = [w.column_ranges[time_column] for w in non_empty if time_column in w.column_ranges]
     if ranges:
-        metadata[f"earliest_{time_label}"] = MetadataValue.timestamp(_as_utc(min(r[0] for r in ranges)))
-        metadata[f"latest_{time_label}"] = MetadataValue.timestamp(_as_utc(max(r[1] for r in ranges)))
+        metadata[f"earliest_{time_label}"] = MetadataValue.timestamp(utc_timestamp(min(r[0] for r in ranges)))
+        metadata[f"latest_{time_label}"] = MetadataValue.timestamp(utc_timestamp(max(r[1] for r in ranges)))
     return metadata
-
-
-def _as_utc(moment: Any) -> dt.datetime:
-    stamp = pd.Timestamp(moment)
-    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
 
 
 def read_record(path: Path, expected: Any) -> Any:
