@@ -46,7 +46,7 @@ from tabml_assets.ml.shadow import shadow_promotion_verdict
 from tabml_assets.ml.training import labelled_rows, split_chronologically
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, RecordedEvaluation
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
-from tabml_assets.resources.storage import atomic_write_bytes, safe_segment
+from tabml_assets.resources.storage import PartitionStore
 from tabml_assets.spec import LoadedSpec
 
 EVALUATION_CODE_VERSION = "4"
@@ -187,7 +187,9 @@ def promote(
 def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
     pipeline = spec.pipeline
     keys = spec.keys
-    report_folder = spec.artifacts_folder() / "evaluation_report"
+    # The reports keep the store's layout under the profile's artifacts folder:
+    # <artifacts>/<project>/evaluation_report/<partition>.html.
+    reports = PartitionStore(root=str(spec.artifacts_folder().parent))
     validation = pipeline.validation
     gated = validation.run_mode != "disabled"
     blocking = validation.run_mode == "enabled"
@@ -242,8 +244,7 @@ def build_evaluation_assets(spec: LoadedSpec) -> list[AssetsDefinition]:
             # The evaluation run records a failed blocking gate as a FAILED MLflow run.
             fail_run=blocking and not evaluation.gate_passed,
         )
-        report_path = report_folder / f"{safe_segment(context.partition_key, 'partition key')}.html"
-        atomic_write_bytes(report_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+        report_path = reports.write_text(keys.evaluation_report, context.partition_key, ".html", html)
         record = evaluation_record(evaluation, challenger_ref, champion_ref, validation.run_mode, window)
         metadata = evaluation_metadata(evaluation, record, pipeline.metric, report_path, recorded)
         yield Output(record, metadata=metadata)

@@ -545,6 +545,12 @@ class PartitionStore(ConfigurableResource):
     def read_record(self, asset: AssetKey | str, partition: str | None) -> Any:
         return json.loads(self.path(asset, partition, ".json").read_text())
 
+    def write_text(self, asset: AssetKey | str, partition: str | None, suffix: str, text: str) -> Path:
+        """An asset partition's document (e.g. the evaluation's HTML report), written atomically."""
+        path = self.path(asset, partition, suffix)
+        atomic_write_bytes(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return path
+
     def write_record(self, asset: AssetKey | str, partition: str | None, value: Any) -> Path:
         path = self.path(asset, partition, ".json")
         write_json_atomic(value, path)
