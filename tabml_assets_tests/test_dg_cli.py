@@ -60,8 +60,9 @@ def test_dg_checks_lists_and_launches_one_partition(dg_env: dict[str, str]) -> N
     assert KEYS.registry_resource in {resource["name"] for resource in defs["resources"]}
     assert any(check["asset_key"] == "nyc_taxi/raw_data" for check in defs["asset_checks"])
 
-    raw_data = KEYS.raw_data.to_user_string()
-    launched = dg(["launch", "--assets", raw_data, "--partition", DAY], dg_env)
+    # raw_data and its quarantine are one step's outputs, so they are launched together.
+    selection = f"{KEYS.raw_data.to_user_string()},{KEYS.quarantine.to_user_string()}"
+    launched = dg(["launch", "--assets", selection, "--partition", DAY], dg_env)
     output = launched.stdout + launched.stderr
     assert launched.returncode == 0, output
     assert "RUN_SUCCESS" in output
@@ -74,6 +75,7 @@ def test_dg_checks_lists_and_launches_one_partition(dg_env: dict[str, str]) -> N
         materialization = records[0].asset_materialization
         assert materialization is not None and materialization.partition == DAY
         assert materialization.metadata["dagster/row_count"].value > 0
+        assert instance.get_materialized_partitions(KEYS.quarantine) == {DAY}
         # Only the asset asked for: its downstream features were not built.
         assert instance.get_materialized_partitions(KEYS.features) == set()
 
