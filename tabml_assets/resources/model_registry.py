@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,43 @@ def parent_runs(client: MlflowClient, experiment_id: str, dagster_run_id: str) -
     return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
 
 
+def retire_duplicate_parent(client: MlflowClient, experiment_id: str, duplicate: str, kept: str) -> None:
+    """End a parent run created in a race as KILLED, pointing at the one kept: untagged, so
+    neither tabml nor dagster-mlflow's resource (which takes the newest match) finds it again,
+    and with the steps' runs already under it moved to the kept parent.
+
+    Every racing step that sees both retires it, writing the same values: a write that collides
+    with another's (sqlite's unique tag key) or finds the tag gone has been done by that one.
+    """
+
+    def once(write: Callable[[], object]) -> None:
+        try:
+            write()
+        except MlflowException:
+            pass
+
+    once(lambda: client.set_tag(duplicate, DUPLICATE_OF_TAG, kept))
+    once(lambda: client.set_tag(duplicate, ENDED_BY_TAG, f"duplicate parent run, created at the same time as {kept}, which is older"))
+    once(lambda: client.delete_tag(duplicate, PARENT_RUN_TAG))
+    client.set_terminated(duplicate, RunStatus.to_string(RunStatus.KILLED))
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{duplicate}'", max_results=10_000
+    )
+    for child_id in [child.info.run_id for child in children]:
+        once(partial(client.set_tag, child_id, PARENT_ID_TAG, kept))
+
+
+def current_parent(client: MlflowClient, parent_id: str) -> str:
+    """The parent kept in place of `parent_id` if a racing step retired it, else `parent_id`."""
+    # Each retirement points at an older run, so the chain ends; a few steps at most.
+    for _ in range(100):
+        kept = client.get_run(parent_id).data.tags.get(DUPLICATE_OF_TAG)
+        if not kept:
+            return parent_id
+        parent_id = kept
+    return parent_id
+
+
 def settle_parent_run(client: MlflowClient, experiment_id: str, parent_id: str, failed: bool = False) -> None:
     """Close a parent run unless one of its steps' runs is still open (then it stays, or is made
     again, RUNNING): FAILED when `failed` or one of them failed, else FINISHED. Each step ends
@@ -291,12 +329,22 @@ class ModelRegistry(ConfigurableResource):
         except BaseException:
             client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
             if parent_id:
-                settle_parent_run(client, experiment_id, parent_id)
+                self._close_under_parent(run.run_id, experiment_id, parent_id)
             raise
         else:
             client.set_terminated(run.run_id, run.status)
             if parent_id:
-                settle_parent_run(client, experiment_id, parent_id)
+                self._close_under_parent(run.run_id, experiment_id, parent_id)
+
+    def _close_under_parent(self, run_id: str, experiment_id: str, parent_id: str) -> None:
+        client = self.client()
+        kept = current_parent(client, parent_id)
+        if kept != parent_id:
+            try:
+                client.set_tag(run_id, PARENT_ID_TAG, kept)
+            except MlflowException:
+                pass  # The step that retired the parent moved this run at the same moment.
+        settle_parent_run(client, experiment_id, kept)
 
     def parent_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
         """The id of the parent run of the Dagster run `tags` names, marked RUNNING; None
@@ -304,8 +352,9 @@ class ModelRegistry(ConfigurableResource):
 
         Two steps of one Dagster run may get here at once (multiprocess executor): each
         searches by tag, creates a run if it found none, then searches again and keeps the
-        oldest. A step whose own run is not the oldest ends it KILLED and untags it, so neither
-        tabml nor dagster-mlflow's resource (which takes the newest match) finds it again.
+        oldest (start time, then id), retiring the others (`retire_duplicate_parent`). A step
+        that saw only its own run may have nested under one that a later step retires: it
+        follows `tabml.duplicate_of` when its run closes (`current_parent`).
         """
         dagster_run_id = tags.get(DAGSTER_RUN_TAG, "")
         # Dagster run ids are UUIDs; anything else cannot be matched by MLflow's filter.
@@ -314,20 +363,15 @@ class ModelRegistry(ConfigurableResource):
         client = self.client()
         found = parent_runs(client, experiment_id, dagster_run_id)
         if not found:
-            own = self._create_parent_run(experiment_id, dagster_run_id, tags)
+            self._create_parent_run(experiment_id, dagster_run_id, tags)
             found = parent_runs(client, experiment_id, dagster_run_id)
-            kept = found[0].info.run_id if found else own
-            if kept != own:
-                client.delete_tag(own, PARENT_RUN_TAG)
-                client.set_tag(own, DUPLICATE_OF_TAG, kept)
-                client.set_tag(own, ENDED_BY_TAG, f"duplicate parent of dagster run {dagster_run_id}: {kept} is older")
-                client.set_terminated(own, RunStatus.to_string(RunStatus.KILLED))
-            return kept
-        kept = found[0].info.run_id
-        if found[0].info.status != RunStatus.to_string(RunStatus.RUNNING):
+            for duplicate in found[1:]:
+                retire_duplicate_parent(client, experiment_id, duplicate.info.run_id, found[0].info.run_id)
+        kept = found[0]
+        if kept.info.status != RunStatus.to_string(RunStatus.RUNNING):
             # Open again while this step's run is: closed once no step's run is open.
-            client.update_run(kept, status=RunStatus.to_string(RunStatus.RUNNING))
-        return kept
+            client.update_run(kept.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return str(kept.info.run_id)
 
     def _create_parent_run(self, experiment_id: str, dagster_run_id: str, tags: Mapping[str, str]) -> str:
         parent_tags = {PARENT_RUN_TAG: dagster_run_id}
