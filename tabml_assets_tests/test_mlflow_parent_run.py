@@ -163,3 +163,29 @@ def test_of_two_parents_created_at_once_the_older_is_kept(
     assert duplicate.info.status == "KILLED" and PARENT_RUN_TAG not in duplicate.data.tags
     assert "is older" in duplicate.data.tags["tabml.ended_by"]
     assert client.get_run(others).info.status == "FINISHED"
+
+
+def test_a_failed_team_step_ends_its_parent_run_failed(
+    test_spec: LoadedSpec, instance: DagsterInstance, tabml_home: Path, fluent_state_restored: None
+) -> None:
+    keys = test_spec.keys
+
+    @asset(
+        key=keys.asset("team_failing"),
+        partitions_def=daily_partitions(test_spec.pipeline),
+        required_resource_keys={keys.mlflow_resource},
+    )
+    def team_failing(context) -> None:  # type: ignore[no-untyped-def]  # Dagster reads the annotation
+        getattr(context.resources, keys.mlflow_resource).log_metric(TEAM_METRIC, 0.5)
+        raise ValueError("the team's step failed after logging")
+
+    defs = Definitions.merge(build_definitions(test_spec), Definitions(assets=[team_failing]))
+    day = plan_seed(test_spec, TODAY).training_day.isoformat()
+    result = run_selection(defs, instance, [team_failing.key], partition_key=day, raise_on_error=False)
+    assert not result.success
+    client = MlflowClient(tracking_uri=f"sqlite:///{tabml_home}/mlflow.db")
+    experiment = client.get_experiment_by_name(test_spec.profile.mlflow.experiment_name)
+    assert experiment is not None
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{result.run_id}'")
+    assert parent.info.status == "FAILED" and parent.data.metrics == {TEAM_METRIC: 0.5}
+    assert mlflow.active_run() is None
