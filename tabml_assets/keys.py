@@ -110,3 +110,8 @@ class PipelineKeys:
     def registry_resource(self) -> str:
         """The project's MLflow experiment and registered model."""
         return f"{self.project}_model_registry"
+
+    @property
+    def mlflow_resource(self) -> str:
+        """dagster-mlflow's `mlflow_tracking` on the project's experiment, for a team's own steps."""
+        return f"{self.project}_mlflow"

@@ -1,7 +1,8 @@
 """One resource table per deployment, chosen once by TABML_DEPLOYMENT (default dev).
 
 The deployment's shared resources (storage, the step launcher, Spark, the notifier) are keyed
-once; each project adds its own data source and MLflow registry under keys named for it.
+once; each project adds its own data source, MLflow registry and dagster-mlflow tracking resource
+under keys named for it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tabml_assets.resources.data_sources import (
     LandingFolderSource,
     StepsLoaderSource,
 )
+from tabml_assets.resources.mlflow_tracking import build_mlflow_tracking
 from tabml_assets.resources.model_registry import ModelRegistry
 from tabml_assets.resources.notifier import LogNotifier, Notifier, SlackWebhookNotifier
 from tabml_assets.resources.spark import SparkSessionResource
@@ -56,6 +58,17 @@ def build_model_registry(spec: LoadedSpec) -> ModelRegistry:
     )
 
 
+def build_project_mlflow(spec: LoadedSpec) -> ResourceDefinition:
+    """dagster-mlflow's resource on the registry's experiment, for a team's own steps."""
+    mlflow = spec.profile.mlflow
+    return build_mlflow_tracking(
+        tracking_uri=spec.resolve_local(mlflow.tracking_uri),
+        experiment_name=mlflow.experiment_name,
+        artifact_location=spec.resolve_local(mlflow.artifact_location) if mlflow.artifact_location else None,
+        project=spec.name,
+    )
+
+
 def build_notifier(spec: LoadedSpec) -> Notifier:
     notifications = spec.profile.notifications
     if notifications.kind == "slack":
@@ -70,9 +83,14 @@ def build_partition_store(spec: LoadedSpec) -> PartitionStore:
 
 
 def build_project_resources(spec: LoadedSpec) -> dict[str, Any]:
-    """The resources one project owns: its data source and its MLflow registry."""
+    """The resources one project owns: its data source, its MLflow registry and dagster-mlflow's
+    tracking resource on the same experiment."""
     keys = spec.keys
-    return {keys.source_resource: build_data_source(spec), keys.registry_resource: build_model_registry(spec)}
+    return {
+        keys.source_resource: build_data_source(spec),
+        keys.registry_resource: build_model_registry(spec),
+        keys.mlflow_resource: build_project_mlflow(spec),
+    }
 
 
 def build_shared_resources(spec: LoadedSpec) -> dict[str, Any]:

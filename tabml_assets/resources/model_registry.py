@@ -6,6 +6,10 @@ closed in the same step: FINISHED on success, FAILED on any exception, so no run
 RUNNING after a failed step, a subset run or `materialize()`. A worker killed mid-step cannot
 close its run; the next run of that asset and partition ends it as KILLED.
 
+The steps' runs of one Dagster run are nested under one parent run tagged `dagster_run_id`,
+dagster-mlflow's convention, so a team's own step logging through the project's
+`mlflow_tracking` resource writes to that same parent (resources/mlflow_tracking.py).
+
 Everything goes through the resource's own `MlflowClient` and an explicit run id, never MLflow's
 fluent API (`mlflow.start_run`, `mlflow.log_*`, `mlflow.set_tracking_uri`), which keeps the
 active run and the URIs in process globals. So steps that share a process (the in-process
@@ -18,9 +22,10 @@ from __future__ import annotations
 import math
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,12 @@ ASSET_KEY_TAG = "dagster.asset_key"
 PARTITION_KEY_TAG = "dagster.partition_key"
 DAGSTER_RUN_TAG = "dagster.run_id"
 ENDED_BY_TAG = "tabml.ended_by"
+# The parent run of one Dagster run carries dagster-mlflow's tag, so its `mlflow_tracking`
+# resource in the same Dagster run finds that very run (resources/mlflow_tracking.py).
+PARENT_RUN_TAG = "dagster_run_id"
+JOB_NAME_TAG = "dagster.job_name"
+PARENT_ID_TAG = "mlflow.parentRunId"
+DUPLICATE_OF_TAG = "tabml.duplicate_of"
 MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "evaluation_report.html"
 GATE_ARTIFACT = "gate.json"
@@ -172,6 +183,69 @@ class TrackedRun:
         self.status = RunStatus.to_string(RunStatus.FAILED)
 
 
+def parent_runs(client: MlflowClient, experiment_id: str, dagster_run_id: str) -> list[Any]:
+    """The parent runs of a Dagster run (tag `dagster_run_id`), oldest first."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{dagster_run_id}'", max_results=100
+    )
+    return sorted(found, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def retire_duplicate_parent(client: MlflowClient, experiment_id: str, duplicate: str, kept: str) -> None:
+    """End a parent run created in a race as KILLED, pointing at the one kept: untagged, so
+    neither tabml nor dagster-mlflow's resource (which takes the newest match) finds it again,
+    and with the steps' runs already under it moved to the kept parent.
+
+    Every racing step that sees both retires it, writing the same values: a write that collides
+    with another's (sqlite's unique tag key) or finds the tag gone has been done by that one.
+    """
+
+    def once(write: Callable[[], object]) -> None:
+        try:
+            write()
+        except MlflowException:
+            pass
+
+    once(lambda: client.set_tag(duplicate, DUPLICATE_OF_TAG, kept))
+    once(lambda: client.set_tag(duplicate, ENDED_BY_TAG, f"duplicate parent run, created at the same time as {kept}, which is older"))
+    once(lambda: client.delete_tag(duplicate, PARENT_RUN_TAG))
+    client.set_terminated(duplicate, RunStatus.to_string(RunStatus.KILLED))
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{duplicate}'", max_results=10_000
+    )
+    for child_id in [child.info.run_id for child in children]:
+        once(partial(client.set_tag, child_id, PARENT_ID_TAG, kept))
+
+
+def current_parent(client: MlflowClient, parent_id: str) -> str:
+    """The parent kept in place of `parent_id` if a racing step retired it, else `parent_id`."""
+    # Each retirement points at an older run, so the chain ends; a few steps at most.
+    for _ in range(100):
+        kept = client.get_run(parent_id).data.tags.get(DUPLICATE_OF_TAG)
+        if not kept:
+            return parent_id
+        parent_id = kept
+    return parent_id
+
+
+def settle_parent_run(client: MlflowClient, experiment_id: str, parent_id: str, failed: bool = False) -> None:
+    """Close a parent run unless one of its steps' runs is still open (then it stays, or is made
+    again, RUNNING): FAILED when `failed` or one of them failed, else FINISHED. Each step ends
+    its own run before it settles the parent, so of two steps ending at once the later one sees
+    both ended and closes it."""
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}'", max_results=10_000
+    )
+    statuses = {child.info.status for child in children}
+    running = RunStatus.to_string(RunStatus.RUNNING)
+    if running in statuses:
+        if client.get_run(parent_id).info.status != running:
+            client.update_run(parent_id, status=running)
+        return
+    failed = failed or RunStatus.to_string(RunStatus.FAILED) in statuses
+    client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+
+
 @dataclass(frozen=True)
 class RecordedEvaluation:
     """Where an evaluation went in MLflow: its run and the report artifact."""
@@ -204,9 +278,13 @@ class ModelRegistry(ConfigurableResource):
     # MLflow caches the database engine itself.
     _client: MlflowClient | None = PrivateAttr(default=None)
     _models: dict[tuple[str, str], Pipeline] = PrivateAttr(default_factory=dict)
+    # The Dagster run this instance was set up for: its job names the parent run.
+    _dagster_run: tuple[str, str] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        if context.run is not None:
+            self._dagster_run = (context.run.run_id, context.run.job_name)
 
     def client(self) -> MlflowClient:
         """This resource's client (created in setup; lazily where the resource is used directly)."""
@@ -232,22 +310,79 @@ class ModelRegistry(ConfigurableResource):
     def run(self, run_name: str, tags: dict[str, str]) -> Iterator[TrackedRun]:
         """Open an MLflow run and close it whatever happens: FINISHED, or FAILED on error.
 
-        Runs a dead worker left RUNNING for the same asset partition are ended first (KILLED).
+        The run is nested under the parent run of its Dagster run (tag `dagster.run_id`), found
+        or created here: one parent per Dagster run, RUNNING while one of its steps' runs is
+        open, closed when the last one closes. Runs a dead worker left RUNNING for the same
+        asset partition are ended first (KILLED).
         """
         client = self.client()
         with fail_fast_unless_transient(f"MLflow at {self.tracking_uri}: start run {run_name!r}"):
             experiment_id = self.experiment_id()
             self.end_orphaned_runs(experiment_id, tags)
+            parent_id = self.parent_run(experiment_id, tags)
+            nested = {**tags, PARENT_ID_TAG: parent_id} if parent_id else tags
             # With the user, source and git tags mlflow.start_run would add.
-            created = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags))
+            created = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(nested))
         run = TrackedRun(client, created.info)
         try:
             yield run
         except BaseException:
             client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+            if parent_id:
+                self._close_under_parent(run.run_id, experiment_id, parent_id)
             raise
         else:
             client.set_terminated(run.run_id, run.status)
+            if parent_id:
+                self._close_under_parent(run.run_id, experiment_id, parent_id)
+
+    def _close_under_parent(self, run_id: str, experiment_id: str, parent_id: str) -> None:
+        client = self.client()
+        kept = current_parent(client, parent_id)
+        if kept != parent_id:
+            try:
+                client.set_tag(run_id, PARENT_ID_TAG, kept)
+            except MlflowException:
+                pass  # The step that retired the parent moved this run at the same moment.
+        settle_parent_run(client, experiment_id, kept)
+
+    def parent_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+        """The id of the parent run of the Dagster run `tags` names, marked RUNNING; None
+        when the tags name no Dagster run.
+
+        Two steps of one Dagster run may get here at once (multiprocess executor): each
+        searches by tag, creates a run if it found none, then searches again and keeps the
+        oldest (start time, then id), retiring the others (`retire_duplicate_parent`). A step
+        that saw only its own run may have nested under one that a later step retires: it
+        follows `tabml.duplicate_of` when its run closes (`current_parent`).
+        """
+        dagster_run_id = tags.get(DAGSTER_RUN_TAG, "")
+        # Dagster run ids are UUIDs; anything else cannot be matched by MLflow's filter.
+        if not dagster_run_id or "'" in dagster_run_id:
+            return None
+        client = self.client()
+        found = parent_runs(client, experiment_id, dagster_run_id)
+        if not found:
+            self._create_parent_run(experiment_id, dagster_run_id, tags)
+            found = parent_runs(client, experiment_id, dagster_run_id)
+            for duplicate in found[1:]:
+                retire_duplicate_parent(client, experiment_id, duplicate.info.run_id, found[0].info.run_id)
+        kept = found[0]
+        if kept.info.status != RunStatus.to_string(RunStatus.RUNNING):
+            # Open again while this step's run is: closed once no step's run is open.
+            client.update_run(kept.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return str(kept.info.run_id)
+
+    def _create_parent_run(self, experiment_id: str, dagster_run_id: str, tags: Mapping[str, str]) -> str:
+        parent_tags = {PARENT_RUN_TAG: dagster_run_id}
+        if self._dagster_run is not None and self._dagster_run[0] == dagster_run_id:
+            parent_tags[JOB_NAME_TAG] = self._dagster_run[1]
+        if "tabml.project" in tags:
+            parent_tags["tabml.project"] = tags["tabml.project"]
+        created = self.client().create_run(
+            experiment_id, run_name=f"dagster run {dagster_run_id[:8]}", tags=resolve_tags(parent_tags)
+        )
+        return str(created.info.run_id)
 
     def end_orphaned_runs(self, experiment_id: str, tags: dict[str, str]) -> list[str]:
         """End as KILLED the RUNNING runs of the asset partition `tags` names; return their ids.
@@ -275,6 +410,11 @@ class ModelRegistry(ConfigurableResource):
         for orphan in orphans:
             client.set_tag(orphan.info.run_id, ENDED_BY_TAG, ended_by)
             client.set_terminated(orphan.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        # The dead worker's Dagster run left its parent RUNNING too: closed once no step's run
+        # under it is open.
+        for parent_id in {orphan.data.tags.get(PARENT_ID_TAG) for orphan in orphans} - {None}:
+            assert parent_id is not None
+            settle_parent_run(client, experiment_id, parent_id)
         return [orphan.info.run_id for orphan in orphans]
 
     def log_and_register(
