@@ -239,6 +239,7 @@ def test_definitions_validate_and_the_launcher_authenticates_from_the_environmen
         assert [c.status for c in token_calls] == ([200] if spec.profile.databricks.auth == "oauth_m2m" else [])
 
 
+@pytest.mark.slow
 def test_staging_pipeline_runs_its_heavy_steps_on_the_emulated_cluster(
     staging: Staging, instance: DagsterInstance
 ) -> None:

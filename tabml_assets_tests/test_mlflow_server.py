@@ -19,6 +19,9 @@ from tabml_assets.spec import load_spec
 from tabml_assets_tests.conftest import TODAY
 from tabml_assets_tests.dagster_dev_server import free_port, stop_process_group, wait_until_serving
 
+# Starts a real server (mlflow server / PostgreSQL): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:

@@ -26,6 +26,9 @@ from tabml_assets.seed import run_selection
 from tabml_assets.spec import LoadedSpec
 from tabml_assets_tests.conftest import TODAY
 
+# Starts a real server (mlflow server / PostgreSQL): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROD_INSTANCE_YAML = REPO_ROOT / "infra" / "dagster" / "dagster.prod.yaml"
 PG_BIN = Path(os.environ.get("TABML_PG_BIN", "/usr/lib/postgresql/15/bin"))
