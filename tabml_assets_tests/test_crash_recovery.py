@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from tabml_assets.definitions import build_definitions
 from tabml_assets.keys import FEATURES, RAW_DATA, PipelineKeys
 from tabml_assets.processes import host_name, process_alive_since, process_start_time
-from tabml_assets.resources.model_registry import ENDED_BY_TAG, ModelRegistry
+from tabml_assets.resources.model_registry import ASSET_KEY_TAG, ENDED_BY_TAG, ModelRegistry
 from tabml_assets.resources.storage import (
     STALE_TEMP_AGE_SECONDS,
     PartitionStore,
@@ -413,7 +413,9 @@ def test_a_run_killed_with_dagster_dev_fails_and_its_day_runs_again(
     with dagster_dev(tabml_home, dagster_home, extra_env=env) as server:
         killed_run = launch_training(server)
         wait_until(started.exists, 180, f"training to start\n{server.log()[-3000:]}")
-        (orphan,) = wait_until(lambda: running_mlflow_runs(uri), 30, "its MLflow run")
+        # The step's run and the Dagster run's parent run it is nested under.
+        running = wait_until(lambda: len(found := running_mlflow_runs(uri)) == 2 and found, 30, "its MLflow runs")
+        (orphan,) = [r for r in running if ASSET_KEY_TAG in client.get_run(r).data.tags]
         assert run_status(server, killed_run) == "STARTED"
         worker_pid = int(started.read_text())
         kill_process_group(server.process)
