@@ -42,6 +42,7 @@ from tabml_assets.resources.storage import write_parquet_atomic
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import LoadedSpec, load_spec
 from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
+from tabml_assets_tests.test_bad_input import failure_text, retries_of
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 GOOD_DAY, BAD_DAY = "2026-03-04", "2026-03-05"
@@ -159,22 +160,6 @@ def observations(data: SensorExecutionData) -> dict[str, AssetObservation]:
 def metadata_of(result: ExecuteInProcessResult) -> dict:
     materialization = result.asset_materializations_for_node(RAW_DATA_NODE)[0]
     return {k: v.value for k, v in materialization.metadata.items()}
-
-
-def failure_text(result: ExecuteInProcessResult) -> str:
-    assert not result.success, "the run was expected to fail"
-    texts = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            texts.append(data.error.message if data.error else "")
-            if data.user_failure_data and data.user_failure_data.description:
-                texts.append(data.user_failure_data.description)
-    return "\n".join(texts)
-
-
-def retries_of(result: ExecuteInProcessResult) -> int:
-    return sum(1 for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY")
 
 
 # One bad file stops every day. --------------------------------------------------------------------
