@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+# Checks a config dict against a schema, fills its defaults and resolves `{"env": ...}`, as
+# Dagster does for resource config. The step launcher applies dagster-databricks' schema with it
+# when a step launches, so that loading the code location need not import dagster-databricks;
+# `dagster` offers this only for a whole job's run config (`validate_run_config`).
+from dagster._config import process_config as process_config
+
 # The return type of the public `define_asset_job`. `dagster` exports no name for it (only the
 # resolved `JobDefinition`), and jobs, schedules and sensors are typed with it.
 from dagster._core.definitions.unresolved_asset_job_definition import (

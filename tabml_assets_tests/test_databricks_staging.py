@@ -57,6 +57,7 @@ from tabml_assets.resources.databricks import (
     AUTH_ENV_VARS,
     DatabricksConfigError,
     credential_problems,
+    launcher_config,
     remote_start_failure,
     step_launcher_config,
 )
@@ -212,8 +213,10 @@ def test_definitions_validate_and_the_launcher_authenticates_from_the_environmen
     Definitions.validate_loadable(defs)
     job = defs.resolve_job_def(spec.keys.job("end_to_end_job"))
     assert job.name == "nyc_taxi_end_to_end_job"
-    launcher_config = ResolvedRunConfig.build(job, {}).resources["step_launcher"].config
-    assert launcher_config["databricks_host"] == "dummy-databricks_host"
+    # dagster-databricks' schema applies when the launcher starts (so the code location loads
+    # without importing it): the same defaults and environment reads as Dagster's own config.
+    configured = ResolvedRunConfig.build(job, {}).resources["step_launcher"].config
+    assert launcher_config(configured)["databricks_host"] == "dummy-databricks_host"
     # No credential is ever a literal in config: only environment variable names.
     assert "dummy-" not in json.dumps(step_launcher_config(spec))
     heavy = {key.to_user_string() for assets_def in defs.resolve_asset_graph().assets_defs
@@ -230,8 +233,8 @@ def test_definitions_validate_and_the_launcher_authenticates_from_the_environmen
             values = {"DATABRICKS_CLIENT_ID": "sp-id", "DATABRICKS_CLIENT_SECRET": "sp-secret"}
         for name, value in {"DATABRICKS_HOST": emulator.host, **values}.items():
             monkeypatch.setenv(name, value)
-        launcher_config = ResolvedRunConfig.build(job, {}).resources["step_launcher"].config
-        launcher = job.resource_defs["step_launcher"].resource_fn(build_init_resource_context(config=launcher_config))
+        configured = ResolvedRunConfig.build(job, {}).resources["step_launcher"].config
+        launcher = job.resource_defs["step_launcher"].resource_fn(build_init_resource_context(config=configured))
         with pytest.raises(DatabricksError) as absent:
             launcher.databricks_runner.client.read_file("dbfs:///dagster_staging/absent")
         assert absent.value.error_code == "RESOURCE_DOES_NOT_EXIST"  # authenticated, then served

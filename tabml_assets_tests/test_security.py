@@ -4,6 +4,7 @@ cannot import arbitrary code; models load only from the registry; paths stay in 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from tabml_assets.definitions import build_definitions
 from tabml_assets.ml.estimators import make_estimator
 from tabml_assets.resources import build_model_registry, build_partition_store
+from tabml_assets.resources.databricks import step_launcher_config
 from tabml_assets.resources.model_registry import ModelVersionRef
 from tabml_assets.resources.storage import PartitionStore, UnsafePathError
 from tabml_assets.seed import run_selection, seed_demo
@@ -92,9 +94,12 @@ def test_databricks_credentials_stay_out_of_the_definitions_snapshot(
     spec = load_spec("staging", tabml_home=tabml_home)
     repository = build_definitions(spec).get_repository_def()
     snapshot = serialize_value(RepositorySnap.from_def(repository))
-    # The launcher's config refers to the variable by name; the value stays in the environment.
-    assert "DATABRICKS_TOKEN" in snapshot
+    # The launcher is in the snapshot; its config refers to the variable by name (read when a
+    # step launches), so the value stays in the environment.
+    assert '"name": "step_launcher"' in snapshot
+    assert step_launcher_config(spec)["databricks_token"] == {"env": "DATABRICKS_TOKEN"}
     assert SENTINEL not in snapshot
+    assert SENTINEL not in json.dumps(step_launcher_config(spec))
 
 
 # Servers bind 127.0.0.1. ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 import hashlib
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from dagster import (
@@ -15,9 +15,6 @@ from dagster import (
     TimeWindowPartitionMapping,
     asset,
 )
-from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.models import infer_signature
 
 from tabml_assets.assets.common import OWNERS, daily_partitions
 from tabml_assets.ml.records import TrainedModel, TrainingRows
@@ -28,6 +25,9 @@ from tabml_assets.resources.retries import build_retry_policy, transient_errors_
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import LOAD_AS_FILES, PartitionFiles, PartitionStore
 from tabml_assets.spec import LoadedSpec
+
+if TYPE_CHECKING:
+    from mlflow.data.meta_dataset import MetaDataset
 
 CODE_VERSION = "1"
 
@@ -77,13 +77,18 @@ def window_of(context: AssetExecutionContext, input_name: str = "features") -> t
     return keys[0], keys[-1]
 
 
-def training_dataset(frame: pd.DataFrame, name: str, location: str) -> MetaDataset:
+def training_dataset(frame: pd.DataFrame, name: str, location: str) -> "MetaDataset":
     """The training rows as MLflow dataset lineage: where they live, a content digest, the schema.
 
     `mlflow.data.from_pandas` infers the schema from every row and hashes the frame its own
     way: 4 s for 700k rows. A digest of the whole content plus a schema from the first rows
     carries the same lineage in a tenth of a second.
     """
+    # Imported here, not at load: only a training step needs mlflow (resources/model_registry.py).
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.models import infer_signature
+
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:10]
     with warnings.catch_warnings():
         # A local path matches MLflow's local-artifact source twice; either reading is right.

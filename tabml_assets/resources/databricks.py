@@ -15,35 +15,34 @@ remote step gets them from the profile's secret scope.
 a remote step that cannot build its resources becomes one step failure naming the cause (the
 stock launcher replays the remote RESOURCE_INIT_FAILURE, which the multiprocess executor takes
 for its own worker's and retries while the first attempt still runs), and a failed Databricks
-run names the task's error instead of "see run output".
+run names the task's error instead of "see run output". It lives in databricks_launcher.py and is
+imported, with dagster-databricks and the Databricks SDK (about two seconds), when a step is
+launched, not when the code location loads.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from dagster import (
-    DagsterEvent,
+    DagsterInvalidConfigError,
     Failure,
     InitResourceContext,
+    Permissive,
     ResourceDefinition,
     RetryPolicy,
     RetryRequested,
-    StepExecutionContext,
     resource,
 )
-from dagster_databricks import databricks_pyspark_step_launcher
-from dagster_databricks.databricks import DatabricksError
-from dagster_databricks.databricks_pyspark_step_launcher import DatabricksPySparkStepLauncher
 
 import tabml_assets
-from tabml_assets.dagster_compat import SerializableErrorInfo
+from tabml_assets.dagster_compat import SerializableErrorInfo, process_config
 from tabml_assets.resources.retries import is_transient_error_info
 from tabml_assets.spec import ClusterProfile, DatabricksProfile, LoadedSpec
 
@@ -304,63 +303,33 @@ def _first_line(message: str) -> str:
     return f"{name.rsplit('.', 1)[-1]}{sep}{rest}" if sep and " " not in name else line
 
 
-class TabmlStepLauncher(DatabricksPySparkStepLauncher):
-    """dagster-databricks' step launcher, ending remote start failures and failed runs cleanly."""
+def launcher_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` checked against dagster-databricks' launcher schema, defaults filled in and
+    `{"env": ...}` values read from the environment, as Dagster does for a resource's config."""
+    from dagster_databricks import databricks_pyspark_step_launcher
 
-    def step_events_iterator(
-        self, step_context: StepExecutionContext, step_key: str, databricks_run_id: int
-    ) -> Iterator[DagsterEvent]:
-        start_failure: SerializableErrorInfo | None = None
-        try:
-            for event in super().step_events_iterator(step_context, step_key, databricks_run_id):
-                if event.is_resource_init_failure:
-                    # Already in the run's event log, where it shows the cluster's error. Passed
-                    # on, the multiprocess executor would take it for its own step worker's and
-                    # start a retry while this attempt still waits for its Databricks run.
-                    start_failure = event.engine_event_data.error
-                    continue
-                yield event
-        except DatabricksError as exc:
-            if start_failure is None:
-                raise self._failed_run(databricks_run_id, exc) from exc
-        if start_failure is not None:
-            raise remote_start_failure(
-                step_key,
-                databricks_run_id,
-                start_failure,
-                self.secrets,
-                step_context.op_retry_policy,
-                step_context.previous_attempt_count,
-            )
-
-    def _failed_run(self, databricks_run_id: int, exc: DatabricksError) -> Failure:
-        error = self.task_error(databricks_run_id)
-        return Failure(
-            description=f"{exc}" + (f" The task's error: {error}" if error else ""),
-            metadata={"databricks_run_id": databricks_run_id},
+    processed = process_config(databricks_pyspark_step_launcher.config_schema.config_type, config)
+    if not processed.success:
+        raise DagsterInvalidConfigError(
+            "step_launcher: the Databricks launcher config built from the profile's `databricks` section is invalid",
+            processed.errors or [],
+            config,
         )
-
-    def task_error(self, databricks_run_id: int) -> str | None:
-        """The error Databricks recorded for the run's task, e.g. a secret that does not exist."""
-        jobs = self.databricks_runner.client.workspace_client.jobs
-        try:
-            run = jobs.get_run(databricks_run_id)
-            # A submitted run has one task; its output lives under the task's own run id.
-            task_run_id = run.tasks[0].run_id if run.tasks and run.tasks[0].run_id else databricks_run_id
-            return jobs.get_run_output(task_run_id).error
-        except Exception:
-            # Only detail for a failure that is reported either way.
-            return None
+    return dict(processed.value or {})
 
 
-@resource(config_schema=databricks_pyspark_step_launcher.config_schema)
-def tabml_step_launcher(context: InitResourceContext) -> TabmlStepLauncher:
+# The schema is dagster-databricks' own, applied when the resource starts (launcher_config):
+# declaring it here would import dagster-databricks with the code location.
+@resource(config_schema=Permissive())
+def tabml_step_launcher(context: InitResourceContext) -> Any:
     """Runs heavy steps as Databricks one-time runs; refuses empty or malformed credentials first.
 
     The cluster re-creates this resource for each remote step, so an empty secret there fails
     with the name of the secret, not databricks-sdk's "cannot configure default credentials".
     """
-    config = context.resource_config
+    from tabml_assets.resources.databricks_launcher import TabmlStepLauncher
+
+    config = launcher_config(context.resource_config)
     problems = credential_problems(config, os.environ)
     if problems:
         raise DatabricksConfigError("step_launcher: " + "; ".join(problems))

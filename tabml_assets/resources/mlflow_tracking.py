@@ -20,6 +20,10 @@ with two additions, both where dagster-mlflow falls short with tabml:
 The resource works through MLflow's fluent, process-wide state (tracking URI, experiment, the
 active run), so tabml's own steps never require it. No secret belongs in its config: its `env`
 field is copied into `os.environ` and shown in the run config.
+
+mlflow and dagster-mlflow are imported when the resource starts, not with this module (about a
+second every process loading the code location would otherwise pay), so the config schema is
+dagster-mlflow's, spelled out here; test_lazy_imports.py checks it against the installed one.
 """
 
 from __future__ import annotations
@@ -28,29 +32,55 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import mlflow
 from dagster import (
     BetaWarning,
     DagsterEventType,
     Field,
     InitResourceContext,
     Noneable,
+    Permissive,
     ResourceDefinition,
     StringSource,
     resource,
 )
-from mlflow.entities import RunStatus
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from tabml_assets.resources.model_registry import ModelRegistry, current_parent, settle_parent_run
+from tabml_assets.resources.model_registry import (
+    KILLED,
+    ModelRegistry,
+    current_parent,
+    settle_parent_run,
+)
 
-# dagster-mlflow's hook module warns at import that it is beta, in every process that loads
-# the resource table (a worker printing its run id on stdout among them); we know.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", BetaWarning)
-    from dagster_mlflow import mlflow_tracking
-    from dagster_mlflow.resources import CONFIG_SCHEMA
+# dagster_mlflow.resources.CONFIG_SCHEMA (dagster-mlflow 0.29.27).
+DAGSTER_MLFLOW_CONFIG_SCHEMA = {
+    "experiment_name": Field(StringSource, is_required=True, description="MlFlow experiment name."),
+    "mlflow_tracking_uri": Field(
+        Noneable(StringSource), default_value=None, is_required=False, description="MlFlow tracking server uri."
+    ),
+    "parent_run_id": Field(
+        Noneable(str), default_value=None, is_required=False,
+        description="Mlflow run ID of parent run if this is a nested run.",
+    ),
+    "mlflow_run_id": Field(
+        Noneable(str), default_value=None, is_required=False, description="Mlflow run ID to use for this run."
+    ),
+    "env": Field(Permissive(), description="Environment variables for mlflow setup."),
+    "env_to_tag": Field(
+        Noneable(list), default_value=None, is_required=False,
+        description="List of environment variables to log as tags in mlflow.",
+    ),
+    "extra_tags": Field(Permissive(), description="Any extra key-value tags to log to mlflow."),
+}
+
+
+def dagster_mlflow_resource() -> ResourceDefinition:
+    """dagster-mlflow's `mlflow_tracking`, imported on first use."""
+    # Its hook module warns at import that it is beta, in every process that starts the
+    # resource (a worker printing its run id on stdout among them); we know.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        from dagster_mlflow import mlflow_tracking
+    return mlflow_tracking
 
 
 def _step_failed(context: InitResourceContext) -> bool:
@@ -76,7 +106,7 @@ class OutsideADagsterRun:
 
 @resource(
     config_schema={
-        **CONFIG_SCHEMA,
+        **DAGSTER_MLFLOW_CONFIG_SCHEMA,
         "artifact_location": Field(
             Noneable(StringSource), default_value=None, is_required=False,
             description="Artifact location of the experiment where this resource creates it.",
@@ -92,6 +122,10 @@ def tabml_mlflow_tracking(context: InitResourceContext) -> Iterator[Any]:
         # is no run to write to, and dagster-mlflow would fail on the missing run's job name.
         yield OutsideADagsterRun(config["experiment_name"])
         return
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     tracking_uri = config.get("mlflow_tracking_uri") or mlflow.get_tracking_uri()
     # The experiment as tabml's registry creates it (ModelRegistry.experiment_id).
     ModelRegistry(
@@ -99,7 +133,7 @@ def tabml_mlflow_tracking(context: InitResourceContext) -> Iterator[Any]:
         experiment_name=config["experiment_name"], model_name="",
         artifact_location=config.get("artifact_location"),
     ).experiment_id()
-    dagster_mlflow = mlflow_tracking.resource_fn(context)  # type: ignore[call-arg]
+    dagster_mlflow = dagster_mlflow_resource().resource_fn(context)  # type: ignore[call-arg]
     mlf = next(dagster_mlflow)
     started = mlflow.active_run()
     # dagster-mlflow keeps mlflow_run_id None when it started the run itself.
@@ -117,7 +151,7 @@ def tabml_mlflow_tracking(context: InitResourceContext) -> Iterator[Any]:
             kept = current_parent(client, run_id)
             if kept != run_id:
                 # A tabml step created the parent at the same time and retired this one.
-                client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+                client.set_terminated(run_id, KILLED)
             settle_parent_run(client, mlf.experiment.experiment_id, kept, failed=_step_failed(context))
         except MlflowException as exc:
             context.log.warning(f"MLflow at {tracking_uri}: could not close run {run_id}: {exc}")  # type: ignore[union-attr]

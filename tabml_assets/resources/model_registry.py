@@ -15,6 +15,10 @@ fluent API (`mlflow.start_run`, `mlflow.log_*`, `mlflow.set_tracking_uri`), whic
 active run and the URIs in process globals. So steps that share a process (the in-process
 executor, threads, tests) each write to their own run and store, and nothing is locked while a
 model fits.
+
+mlflow is imported inside the functions that call it, not with this module: it costs about a
+second that every process loading the code location would pay (the webserver, the daemon, each
+run worker), while only steps that talk to MLflow need it.
 """
 
 from __future__ import annotations
@@ -27,35 +31,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-import mlflow.artifacts
-import mlflow.sklearn
 import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
-from mlflow.data.dataset import Dataset
-from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import (
-    DatasetInput,
-    InputTag,
-    LoggedModelOutput,
-    LoggedModelStatus,
-    Metric,
-    Param,
-    RunInfo,
-    RunStatus,
-    RunTag,
-)
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
-from mlflow.tracking import MlflowClient
-from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.databricks_utils import is_in_databricks_runtime
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-from mlflow.utils.time import get_current_time_millis
-from mlflow.utils.uri import is_databricks_unity_catalog_uri, is_databricks_uri
 from pydantic import PrivateAttr
 from sklearn.pipeline import Pipeline
 
@@ -65,6 +44,16 @@ from tabml_assets.ml.evaluation import GateResult
 # ModelVersionRef lives with the records that carry it; imported from here as well.
 from tabml_assets.ml.records import ModelVersionRef
 from tabml_assets.resources.retries import fail_fast_unless_transient
+
+if TYPE_CHECKING:
+    from mlflow.data.dataset import Dataset
+    from mlflow.entities import RunInfo
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+# MLflow's run statuses (mlflow.entities.RunStatus), spelled out so this module loads without
+# importing mlflow; test_lazy_imports.py checks them against the installed MLflow.
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -134,7 +123,7 @@ class TrackedRun:
     client: MlflowClient
     info: RunInfo
     # How the run ends when its block ends without an exception.
-    status: str = field(default=RunStatus.to_string(RunStatus.FINISHED))
+    status: str = field(default=FINISHED)
 
     @property
     def run_id(self) -> str:
@@ -145,17 +134,24 @@ class TrackedRun:
         return str(self.info.artifact_uri)
 
     def log_params(self, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
         entries = [Param(key, str(value)) for key, value in params.items()]
         for chunk in _chunks(entries, _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=chunk)
 
     def log_metrics(self, metrics: Mapping[str, float], model_id: str | None = None) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
         now = get_current_time_millis()
         entries = [Metric(key, float(value), now, 0, model_id=model_id) for key, value in metrics.items()]
         for chunk in _chunks(entries, _MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=chunk)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
     def log_dict(self, value: Any, artifact_file: str) -> None:
@@ -166,6 +162,10 @@ class TrackedRun:
 
     def log_input(self, dataset: Dataset, context: str) -> None:
         """Record `dataset` as an input of the run (MLflow's dataset lineage), e.g. "training"."""
+        from mlflow.entities import Dataset as DatasetEntity
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
         described = dataset.to_dict()
         entity = DatasetEntity(
             name=described["name"],
@@ -180,7 +180,7 @@ class TrackedRun:
 
     def end_as_failed(self) -> None:
         """End the run FAILED when its block ends, without failing the step (a failed gate)."""
-        self.status = RunStatus.to_string(RunStatus.FAILED)
+        self.status = FAILED
 
 
 def parent_runs(client: MlflowClient, experiment_id: str, dagster_run_id: str) -> list[Any]:
@@ -200,6 +200,8 @@ def retire_duplicate_parent(client: MlflowClient, experiment_id: str, duplicate:
     with another's (sqlite's unique tag key) or finds the tag gone has been done by that one.
     """
 
+    from mlflow.exceptions import MlflowException
+
     def once(write: Callable[[], object]) -> None:
         try:
             write()
@@ -209,7 +211,7 @@ def retire_duplicate_parent(client: MlflowClient, experiment_id: str, duplicate:
     once(lambda: client.set_tag(duplicate, DUPLICATE_OF_TAG, kept))
     once(lambda: client.set_tag(duplicate, ENDED_BY_TAG, f"duplicate parent run, created at the same time as {kept}, which is older"))
     once(lambda: client.delete_tag(duplicate, PARENT_RUN_TAG))
-    client.set_terminated(duplicate, RunStatus.to_string(RunStatus.KILLED))
+    client.set_terminated(duplicate, KILLED)
     children = client.search_runs(
         [experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{duplicate}'", max_results=10_000
     )
@@ -237,13 +239,13 @@ def settle_parent_run(client: MlflowClient, experiment_id: str, parent_id: str, 
         [experiment_id], filter_string=f"tags.`{PARENT_ID_TAG}` = '{parent_id}'", max_results=10_000
     )
     statuses = {child.info.status for child in children}
-    running = RunStatus.to_string(RunStatus.RUNNING)
+    running = RUNNING
     if running in statuses:
         if client.get_run(parent_id).info.status != running:
             client.update_run(parent_id, status=running)
         return
-    failed = failed or RunStatus.to_string(RunStatus.FAILED) in statuses
-    client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+    failed = failed or FAILED in statuses
+    client.set_terminated(parent_id, FAILED if failed else FINISHED)
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,8 @@ class ModelRegistry(ConfigurableResource):
     _dagster_run: tuple[str, str] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
+        from mlflow.tracking import MlflowClient
+
         self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         if context.run is not None:
             self._dagster_run = (context.run.run_id, context.run.job_name)
@@ -289,10 +293,14 @@ class ModelRegistry(ConfigurableResource):
     def client(self) -> MlflowClient:
         """This resource's client (created in setup; lazily where the resource is used directly)."""
         if self._client is None:
+            from mlflow.tracking import MlflowClient
+
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         return self._client
 
     def experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         client = self.client()
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
@@ -315,6 +323,8 @@ class ModelRegistry(ConfigurableResource):
         open, closed when the last one closes. Runs a dead worker left RUNNING for the same
         asset partition are ended first (KILLED).
         """
+        from mlflow.tracking.context.registry import resolve_tags
+
         client = self.client()
         with fail_fast_unless_transient(f"MLflow at {self.tracking_uri}: start run {run_name!r}"):
             experiment_id = self.experiment_id()
@@ -327,7 +337,7 @@ class ModelRegistry(ConfigurableResource):
         try:
             yield run
         except BaseException:
-            client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+            client.set_terminated(run.run_id, FAILED)
             if parent_id:
                 self._close_under_parent(run.run_id, experiment_id, parent_id)
             raise
@@ -337,6 +347,8 @@ class ModelRegistry(ConfigurableResource):
                 self._close_under_parent(run.run_id, experiment_id, parent_id)
 
     def _close_under_parent(self, run_id: str, experiment_id: str, parent_id: str) -> None:
+        from mlflow.exceptions import MlflowException
+
         client = self.client()
         kept = current_parent(client, parent_id)
         if kept != parent_id:
@@ -368,12 +380,14 @@ class ModelRegistry(ConfigurableResource):
             for duplicate in found[1:]:
                 retire_duplicate_parent(client, experiment_id, duplicate.info.run_id, found[0].info.run_id)
         kept = found[0]
-        if kept.info.status != RunStatus.to_string(RunStatus.RUNNING):
+        if kept.info.status != RUNNING:
             # Open again while this step's run is: closed once no step's run is open.
-            client.update_run(kept.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            client.update_run(kept.info.run_id, status=RUNNING)
         return str(kept.info.run_id)
 
     def _create_parent_run(self, experiment_id: str, dagster_run_id: str, tags: Mapping[str, str]) -> str:
+        from mlflow.tracking.context.registry import resolve_tags
+
         parent_tags = {PARENT_RUN_TAG: dagster_run_id}
         if self._dagster_run is not None and self._dagster_run[0] == dagster_run_id:
             parent_tags[JOB_NAME_TAG] = self._dagster_run[1]
@@ -409,7 +423,7 @@ class ModelRegistry(ConfigurableResource):
         ended_by = f"dagster run {tags.get(DAGSTER_RUN_TAG, '?')}: found RUNNING, its worker gone"
         for orphan in orphans:
             client.set_tag(orphan.info.run_id, ENDED_BY_TAG, ended_by)
-            client.set_terminated(orphan.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            client.set_terminated(orphan.info.run_id, KILLED)
         # The dead worker's Dagster run left its parent RUNNING too: closed once no step's run
         # under it is open.
         for parent_id in {orphan.data.tags.get(PARENT_ID_TAG) for orphan in orphans} - {None}:
@@ -426,6 +440,10 @@ class ModelRegistry(ConfigurableResource):
         What `mlflow.sklearn.log_model` does, against this resource's client and `run`: that
         function finds its run, experiment and store through MLflow's process globals.
         """
+        import mlflow.sklearn
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model, infer_signature
+
         with fail_fast_unless_transient(f"MLflow: log and register a version of {self.model_name!r}"):
             client = self.client()
             logged = client.create_logged_model(
@@ -462,11 +480,19 @@ class ModelRegistry(ConfigurableResource):
     def _serialization_format(self) -> str:
         # MLflow's own default, decided by our tracking URI instead of the process's: skops,
         # or cloudpickle on Databricks.
+        import mlflow.sklearn
+        from mlflow.utils.databricks_utils import is_in_databricks_runtime
+        from mlflow.utils.uri import is_databricks_uri
+
         if is_in_databricks_runtime() or is_databricks_uri(self.tracking_uri):
             return str(mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
         return str(mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS)
 
     def _register(self, model_id: str, artifact_location: str, run_id: str) -> ModelVersion:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.uri import is_databricks_unity_catalog_uri
+
         client = self.client()
         try:
             client.create_registered_model(self.model_name)
@@ -495,6 +521,8 @@ class ModelRegistry(ConfigurableResource):
 
     def version_for_alias(self, alias: str) -> ModelVersionRef | None:
         """The version an alias points at, or None when the alias (or the model) is unset."""
+        from mlflow.exceptions import MlflowException
+
         with fail_fast_unless_transient(f"MLflow: look up alias {alias!r} of {self.model_name!r}"):
             try:
                 found = self.client().get_model_version_by_alias(self.model_name, alias)
@@ -513,6 +541,9 @@ class ModelRegistry(ConfigurableResource):
             )
         key = (ref.name, ref.version)
         if key not in self._models:
+            import mlflow.artifacts
+            import mlflow.sklearn
+
             with fail_fast_unless_transient(f"MLflow: load model {ref.uri}"), tempfile.TemporaryDirectory(
                 prefix="tabml-model-"
             ) as tmp:
@@ -529,6 +560,8 @@ class ModelRegistry(ConfigurableResource):
     def _artifact_uri(self, ref: ModelVersionRef) -> str:
         # Databricks' registries hand out scoped credentials for `models:/` and take the URIs we
         # pass; elsewhere the version's storage location is read directly.
+        from mlflow.utils.uri import is_databricks_unity_catalog_uri, is_databricks_uri
+
         if is_databricks_unity_catalog_uri(self.registry_uri) or is_databricks_uri(self.registry_uri):
             return ref.uri
         return self.client().get_model_version_download_uri(ref.name, ref.version)
@@ -563,6 +596,9 @@ class ModelRegistry(ConfigurableResource):
         return RecordedEvaluation(run.run_id, f"{run.artifact_uri}/{REPORT_ARTIFACT}")
 
     def log_metrics_to_run(self, run_id: str, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
         now = get_current_time_millis()
         with fail_fast_unless_transient(f"MLflow: log metrics to run {run_id}"):
             self.client().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
@@ -571,6 +607,8 @@ class ModelRegistry(ConfigurableResource):
 
     def model_version(self, version: str) -> ModelVersion | None:
         """A registered version with its tags, or None when the model has no such version."""
+        from mlflow.exceptions import MlflowException
+
         with fail_fast_unless_transient(f"MLflow: look up version {version} of {self.model_name!r}"):
             try:
                 return self.client().get_model_version(self.model_name, str(version))
