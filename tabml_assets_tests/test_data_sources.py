@@ -33,6 +33,7 @@ COLUMNS = {
 HEADER = ",".join(COLUMNS) + "\n"
 UTC = DatasetSpec(columns=COLUMNS, event_time="measured_at", label_columns=["label"])
 BERLIN = UTC.model_copy(update={"timezone": "Europe/Berlin"})
+DAY_FIRST = UTC.model_copy(update={"datetime_format": "%d/%m/%Y %H:%M"})
 # A few hundred bytes per block, so a file of a few thousand rows spans many blocks.
 SMALL_BLOCK = 512
 
@@ -128,6 +129,37 @@ def test_arrow_reads_tricky_cells_as_pandas_did(
     with_arrow = streamed(path, dataset, 2)
     switch_arrow_off(monkeypatch)
     pd.testing.assert_frame_equal(with_arrow, streamed(path, dataset, 2))
+
+
+# Dates in a declared format: as the format writes them, and as pandas refuses or reads them.
+FORMATTED = {
+    "as_written": "05/11/2025 08:00,1,1,a,t,1\n20/08/2025 23:59,1,1,a,t,1\n,1,1,a,t,1\n",
+    "unpadded": "5/1/2026 8:00,1,1,a,t,1\n20/08/2025 23:59,1,1,a,t,1\n",
+    "impossible_day": "31/02/2026 08:00,1,1,a,t,1\n20/08/2025 23:59,1,1,a,t,1\n",
+    "leading_space": " 05/11/2026 08:00,1,1,a,t,1\n20/08/2025 23:59,1,1,a,t,1\n",
+    "iso_instead": "2025-08-20 10:00:00,1,1,a,t,1\n20/08/2025 23:59,1,1,a,t,1\n",
+}
+
+
+@pytest.mark.parametrize("dataset", [DAY_FIRST, DAY_FIRST.model_copy(update={"timezone": "Europe/Berlin"})],
+                         ids=["utc", "berlin"])
+@pytest.mark.parametrize("cells", FORMATTED.values(), ids=FORMATTED.keys())
+def test_arrow_reads_dates_in_the_declared_format_as_pandas_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cells: str, dataset: DatasetSpec
+) -> None:
+    path = tmp_path / "formatted.csv"
+    path.write_text(HEADER + cells)
+    with_arrow = streamed(path, dataset, 100)
+    switch_arrow_off(monkeypatch)
+    pd.testing.assert_frame_equal(with_arrow, streamed(path, dataset, 100))
+
+
+def test_dates_written_as_the_declared_format_writes_them_are_cast_by_arrow(tmp_path: Path) -> None:
+    path = tmp_path / "formatted.csv"
+    path.write_text(HEADER + FORMATTED["as_written"])
+    (batch,) = iter_landing_frames(path, DAY_FIRST, 100)
+    assert str(batch["measured_at"].dtype) == "datetime64[us]"
+    assert batch["measured_at"].iloc[0] == pd.Timestamp("2025-11-05 08:00")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import json
 import logging
 import lzma
 import os
+import re
 import time
 import zipfile
 from abc import ABC, abstractmethod
@@ -77,6 +78,9 @@ CSV_NULL_VALUES = [
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
     "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 ]
+# The strptime directives of a dataset.datetime_format that arrow parses in a CSV (the others,
+# such as a zone or a month's name, are left to pandas).
+ARROW_DATETIME_DIRECTIVES = frozenset("YmdHMS%")
 # Bytes of CSV text arrow parses at a time: with the batch size, what bounds a stream's memory.
 CSV_BLOCK_BYTES = 16 * 2**20
 INDEX_FILE = ".tabml_landing_index.json"
@@ -425,12 +429,19 @@ def _arrow_csv_tables(
 
 
 def _datetime_cells(text: pa.ChunkedArray, dataset: DatasetSpec) -> pa.ChunkedArray:
-    if dataset.datetime_format is not None:
-        # Arrow's strptime is the C library's, which reads 31/02 as 3 March and allows leading
-        # spaces where pandas refuses both: formatted dates keep pandas' parsing.
-        raise pa.ArrowInvalid("a declared datetime_format is parsed by pandas")
-    # ISO 8601 without an offset: a zoned value makes the batch's column text, parsed as before.
-    return pc.cast(text, pa.timestamp("us"))
+    fmt = dataset.datetime_format
+    if fmt is None:
+        # ISO 8601 without an offset: a zoned value makes the batch's column text, parsed as before.
+        return pc.cast(text, pa.timestamp("us"))
+    if not set(re.findall("%(.)", fmt)) <= ARROW_DATETIME_DIRECTIVES:
+        raise pa.ArrowInvalid(f"datetime_format {fmt!r} is left to pandas")
+    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=False)
+    # Arrow's strptime is the C library's, which reads 31/02 as 3 March and skips leading spaces
+    # where pandas refuses both: arrow's reading counts only when every value is written exactly
+    # as the format writes the time it was read as.
+    if not pc.all(pc.equal(pc.strftime(parsed, format=fmt), text)).as_py():
+        raise pa.ArrowInvalid(f"values not written as datetime_format {fmt!r} writes them")
+    return parsed
 
 
 def _cast_csv_cells(text: pa.ChunkedArray, column_type: str, dataset: DatasetSpec) -> pa.ChunkedArray:
