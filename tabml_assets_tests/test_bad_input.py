@@ -499,6 +499,33 @@ def test_a_day_streams_in_batches_with_the_same_quarantine_as_a_whole_read(
                     "in_other_partitions": 0, "before_first_partition": 0, "for_days_not_closed": 0}
 
 
+def test_a_bad_cell_deep_in_a_many_block_csv_quarantines_its_row_and_the_rest_lands(
+    landing: Landing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV streamed through arrow a few hundred bytes at a time: the blocks before and after
+    the unparseable distance are read typed, its row alone is quarantined with the column
+    named and its file row, and every other row is stored in order."""
+    monkeypatch.setattr(data_sources, "FULL_READ_BYTES", 0)
+    monkeypatch.setattr(data_sources, "CSV_BLOCK_BYTES", 1024)
+    extra = generate_demo_trips(DAY, 1200).assign(fare_amount=lambda f: f["fare_amount"] + 0.001)
+    text = extra.astype({"trip_distance": "object"})
+    text.loc[950, "trip_distance"] = "3.1.4"
+    # Named to come before good.parquet: a day stores its files in name order.
+    write_csv(text, landing.folder / "blocks.csv")
+    assert (landing.folder / "blocks.csv").stat().st_size > 40 * 1024
+    result = materialize_streaming(landing, batch_rows=200)
+    assert result.success
+    quarantine = landing.quarantine()
+    assert dict(zip(quarantine["source_row"], quarantine[REASON_COLUMN], strict=True)) == {
+        950: "unparseable trip_distance; null trip_distance"
+    }
+    kept = extra.drop(index=[950]).reset_index(drop=True)
+    stored = landing.stored()
+    pd.testing.assert_frame_equal(stored.iloc[: len(kept)].reset_index(drop=True), kept.astype(stored.dtypes.to_dict()))
+    pd.testing.assert_frame_equal(stored.iloc[len(kept) :].reset_index(drop=True), landing.good)
+    assert materialization_metadata(result)["rows_per_file"]["blocks.csv"]["quarantined"] == 1
+
+
 def test_a_refusal_found_after_streaming_leaves_stored_partitions_and_no_temp_files(
     landing: Landing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
