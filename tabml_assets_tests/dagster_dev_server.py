@@ -36,6 +36,12 @@ def write_instance_yaml(dagster_home: Path, **overrides: dict) -> Path:
     return path
 
 
+# `mlflow server` starts a job runner (GenAI scorers, trace rollups) with one huey consumer
+# process per job kind, each importing mlflow: ~10 s of CPU per server, for jobs tabml never
+# submits. The tracking and registry API the tests talk to is the same without it.
+MLFLOW_SERVER_TEST_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
