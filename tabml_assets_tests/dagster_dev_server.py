@@ -22,18 +22,36 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_INSTANCE_YAML = REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml"
 
 
+# The queue daemon looks for queued runs every 5 s by default: in a test that waits on runs,
+# that is idle time. Every other setting stays the dev instance's.
+TEST_INSTANCE_OVERRIDES: dict = {"run_coordinator": {"config": {"dequeue_interval_seconds": 1}}}
+
+
+def _merged(base: dict, updates: dict) -> dict:
+    merged = dict(base)
+    for key, value in updates.items():
+        merged[key] = _merged(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
 def write_instance_yaml(dagster_home: Path, **overrides: dict) -> Path:
-    """$DAGSTER_HOME/dagster.yaml: the dev instance, with top-level sections updated by `overrides`
-    (e.g. `run_monitoring={"poll_interval_seconds": 2}` keeps a test's timeouts short)."""
+    """$DAGSTER_HOME/dagster.yaml: the dev instance with TEST_INSTANCE_OVERRIDES, its sections
+    updated by `overrides` (e.g. `run_monitoring={"poll_interval_seconds": 2}` keeps a test's
+    timeouts short)."""
     import yaml
 
-    config = yaml.safe_load(DEV_INSTANCE_YAML.read_text())
-    for section, values in overrides.items():
-        config[section] = {**config.get(section, {}), **values}
+    config = _merged(yaml.safe_load(DEV_INSTANCE_YAML.read_text()), TEST_INSTANCE_OVERRIDES)
+    config = _merged(config, overrides)
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+# `mlflow server` starts a job runner (GenAI scorers, trace rollups) with one huey consumer
+# process per job kind, each importing mlflow: ~10 s of CPU per server, for jobs tabml never
+# submits. The tracking and registry API the tests talk to is the same without it.
+MLFLOW_SERVER_TEST_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def free_port() -> int:
@@ -75,9 +93,8 @@ def dagster_dev(
 ) -> Iterator[DagsterDev]:
     """Run `dagster dev -h 127.0.0.1 -p <free port>` on the repo's workspace.yaml."""
     dagster_home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text(DEV_INSTANCE_YAML.read_text())
+    if not (dagster_home / "dagster.yaml").exists():
+        write_instance_yaml(dagster_home)
     port = free_port()
     env = {
         **os.environ,

@@ -97,8 +97,12 @@ finally:
 '''
 
 # What a driver inherits from the machine; everything else must come from the submitted run
-# (env_variables, secrets), as on a real cluster.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "JAVA_HOME", "TMPDIR", "TZ")
+# (env_variables, secrets), as on a real cluster. The thread pool sizes are the machine's too:
+# a driver shares the test machine's cores (see tabml_assets_tests/__init__.py).
+INHERITED_ENV = (
+    "PATH", "HOME", "LANG", "LC_ALL", "JAVA_HOME", "TMPDIR", "TZ",
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+)
 
 
 class EmulatorApiError(Exception):

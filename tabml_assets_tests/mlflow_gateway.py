@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tabml_assets_tests.dagster_dev_server import MLFLOW_SERVER_TEST_ENV
+
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 90
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
@@ -135,6 +137,7 @@ def mlflow_gateway(folder: Path, token: str) -> Iterator[MlflowGateway]:
     server_port = free_port()
     log = folder / "mlflow_server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    env.update(MLFLOW_SERVER_TEST_ENV)
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             [

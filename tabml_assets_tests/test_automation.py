@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -73,16 +73,25 @@ RETRAINING_SENSOR = KEYS.sensor(keys.RETRAINING_SENSOR)
 SCORING_JOB = KEYS.job(keys.SCORING_JOB)
 
 
-def _update_yaml(path: Path, sections: dict[str, dict]) -> None:
+def _update_yaml(path: Path, sections: Mapping[str, dict | list]) -> None:
     profile = yaml.safe_load(path.read_text()) if path.exists() else {}
     for key, values in sections.items():
-        profile.setdefault(key, {}).update(values)
+        if isinstance(values, dict):
+            profile.setdefault(key, {}).update(values)
+        else:
+            profile[key] = values
     path.write_text(yaml.safe_dump(profile))
 
 
-def edit_profile(conf_dir: Path, deployment: str = "test", **sections: dict) -> None:
-    """Update sections of the deployment's profile (conf/profiles/<deployment>.yaml)."""
+def edit_profile(conf_dir: Path, deployment: str = "test", **sections: dict | list) -> None:
+    """Update sections of the deployment's profile (conf/profiles/<deployment>.yaml); a list
+    (`projects`) replaces the profile's."""
     _update_yaml(conf_dir / "profiles" / f"{deployment}.yaml", sections)
+
+
+# A deployment of the nyc_taxi example alone: what the end-to-end tests under `dagster dev`
+# exercise. The second project would only add its sensors' ticks and runs to the daemon's load.
+NYC_TAXI_ONLY = ["../examples/nyc_taxi"]
 
 
 def edit_project_profile(project_dir: Path, deployment: str = "test", **sections: dict) -> None:

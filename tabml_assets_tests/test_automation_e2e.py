@@ -15,8 +15,8 @@ from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import seed_demo
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.conftest import TODAY
-from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
-from tabml_assets_tests.test_automation import edit_profile, land
+from tabml_assets_tests.dagster_dev_server import DagsterDev, dagster_dev, write_instance_yaml
+from tabml_assets_tests.test_automation import NYC_TAXI_ONLY, edit_profile, land
 
 NEW_DAYS = ["2026-03-10", "2026-03-11"]
 ROWS_PER_DAY = 30
@@ -43,7 +43,7 @@ def wait_for_landing_runs(server: DagsterDev, count: int, timeout: float) -> lis
             raise AssertionError(f"landing run failed: {failed}\n{server.log()[-4000:]}")
         if len(runs) >= count and all(r["status"] == "SUCCESS" for r in runs):
             return runs
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"landing runs after {timeout}s: {landing_runs(server)}\n{server.log()[-4000:]}")
 
 
@@ -53,11 +53,11 @@ def test_dropped_file_is_scored_with_no_click(conf_dir: Path, tabml_home: Path, 
         conf_dir,
         data_source={"kind": "landing_folder", "landing_folder": "landing"},
         sensors={"default_status": "RUNNING", "minimum_interval_seconds": 2},
+        projects=NYC_TAXI_ONLY,
     )
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml").read_text())
+    write_instance_yaml(dagster_home)
     # A champion and a few ingested days, in the same instance the daemon will use.
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         seed_demo(build_definitions(spec), spec, instance, TODAY)

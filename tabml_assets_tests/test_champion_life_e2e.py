@@ -6,7 +6,6 @@ a real headless Chromium.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -16,8 +15,13 @@ from mlflow.tracking import MlflowClient
 
 from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import run_selection
-from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
-from tabml_assets_tests.test_automation import edit_profile
+from tabml_assets_tests.dagster_dev_server import (
+    REPO_ROOT,
+    DagsterDev,
+    dagster_dev,
+    write_instance_yaml,
+)
+from tabml_assets_tests.test_automation import NYC_TAXI_ONLY, edit_profile
 from tabml_assets_tests.test_champion_life import (
     KEYS,
     MODEL_NAME,
@@ -82,7 +86,7 @@ def wait_for_run(server: DagsterDev, run_id: str, timeout: float = 180) -> tuple
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             events = data["logsForRun"]["events"]
             return status, [e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s\n{server.log()[-4000:]}")
 
 
@@ -97,7 +101,7 @@ def wait_for_rescores(server: DagsterDev, version: str, count: int, timeout: flo
         assert not failed, f"rescoring failed: {failed}\n{server.log()[-4000:]}"
         if len(runs) >= count and all(r["status"] == "SUCCESS" for r in runs):
             return runs
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"rescoring runs for v{version} after {timeout}s: {runs}\n{server.log()[-4000:]}")
 
 
@@ -119,10 +123,11 @@ def lineage_observations(dagster_home: Path, day: str) -> list[dict]:
 def test_rollback_through_the_webserver_rescores_with_the_restored_version(
     conf_dir: Path, project_dir: Path, tabml_home: Path, tmp_path: Path
 ) -> None:
-    edit_profile(conf_dir, sensors={"default_status": "RUNNING", "minimum_interval_seconds": 2})
+    edit_profile(
+        conf_dir, sensors={"default_status": "RUNNING", "minimum_interval_seconds": 2}, projects=NYC_TAXI_ONLY
+    )
     dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml", dagster_home / "dagster.yaml")
+    write_instance_yaml(dagster_home)
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         # v1 champion (weak), v2 better and promoted, two days scored by v2, v3 never gated.
         plan = seed_with(conf_dir, project_dir, tabml_home, instance, learning_rate=WEAK_LEARNING_RATE)
@@ -165,7 +170,7 @@ def test_rollback_through_the_webserver_rescores_with_the_restored_version(
             notes = [o.get("rescored_after_rollback", "") for o in lineage_observations(dagster_home, scored[-1])]
             if any(n.startswith("yes: rollback to v1") for n in notes):
                 break
-            time.sleep(2)
+            time.sleep(0.5)
         else:
             raise AssertionError(f"no lineage observation of the rescore: {notes}\n{server.log()[-3000:]}")
 

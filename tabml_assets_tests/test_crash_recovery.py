@@ -51,7 +51,7 @@ from tabml_assets_tests.dagster_dev_server import (
     kill_process_group,
     write_instance_yaml,
 )
-from tabml_assets_tests.test_automation import edit_project_profile
+from tabml_assets_tests.test_automation import NYC_TAXI_ONLY, edit_profile, edit_project_profile
 
 INFRA = REPO_ROOT / "infra" / "dagster"
 KEYS = PipelineKeys("nyc_taxi")
@@ -396,6 +396,7 @@ def test_a_run_killed_with_dagster_dev_fails_and_its_day_runs_again(
 ) -> None:
     dagster_home = tmp_path / "dagster_home"
     write_instance_yaml(dagster_home, run_monitoring=TEST_MONITORING)
+    edit_profile(conf_dir, projects=NYC_TAXI_ONLY)
     # The training window's features, ingested in the instance `dagster dev` will use.
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     with DagsterInstance.from_config(str(dagster_home)) as instance:

@@ -41,7 +41,8 @@ from tabml_assets.resources.notifier import Notifier
 from tabml_assets.resources.storage import write_parquet_atomic
 from tabml_assets.seed import run_selection
 from tabml_assets.spec import LoadedSpec, load_spec
-from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
+from tabml_assets_tests.dagster_dev_server import DagsterDev, dagster_dev, write_instance_yaml
+from tabml_assets_tests.test_automation import NYC_TAXI_ONLY
 from tabml_assets_tests.test_bad_input import failure_text, retries_of
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
@@ -650,7 +651,7 @@ def wait_for(
         value = condition()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(
         f"{what} within {timeout}s; runs {landing_runs_by_day(server)}\n{server.log()[-4000:]}"
     )
@@ -664,6 +665,7 @@ def test_under_dagster_dev_a_bad_file_is_shown_and_never_blocks_the_good_day(
     profile = yaml.safe_load(profile_path.read_text())
     profile["data_source"] = {"kind": "landing_folder", "landing_folder": "landing"}
     profile["sensors"] = {"default_status": "RUNNING", "minimum_interval_seconds": 2}
+    profile["projects"] = NYC_TAXI_ONLY
     profile_path.write_text(yaml.safe_dump(profile))
     spec = load_spec("test", conf_dir=conf_dir, tabml_home=tabml_home)
     assert spec.steps.demo_rows is not None
@@ -671,10 +673,7 @@ def test_under_dagster_dev_a_bad_file_is_shown_and_never_blocks_the_good_day(
     folder.mkdir(parents=True)
     bad = spec.steps.demo_rows(dt.date.fromisoformat(BAD_DAY), 15)
     dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text(
-        (REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml").read_text()
-    )
+    write_instance_yaml(dagster_home)
     with dagster_dev(
         tabml_home, dagster_home, extra_env={"TABML_CONF_DIR": str(conf_dir)}
     ) as server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,12 @@ from tabml_assets.resources import build_partition_store
 from tabml_assets.seed import seed_demo
 from tabml_assets.spec import load_spec
 from tabml_assets_tests.conftest import TODAY
-from tabml_assets_tests.dagster_dev_server import free_port, stop_process_group, wait_until_serving
+from tabml_assets_tests.dagster_dev_server import (
+    MLFLOW_SERVER_TEST_ENV,
+    free_port,
+    stop_process_group,
+    wait_until_serving,
+)
 
 # Starts a real server (mlflow server / PostgreSQL): left out of `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -36,6 +42,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
                 "--artifacts-destination", str(tmp_path / "server_artifacts"),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **MLFLOW_SERVER_TEST_ENV},
         )
     url = f"http://127.0.0.1:{port}"
     try:

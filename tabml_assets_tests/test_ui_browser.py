@@ -20,7 +20,12 @@ from dagster._core.instance.ref import InstanceRef
 from tabml_assets.definitions import build_definitions
 from tabml_assets.seed import SeedPlan, seed_demo
 from tabml_assets.spec import load_spec
-from tabml_assets_tests.dagster_dev_server import REPO_ROOT, DagsterDev, dagster_dev
+from tabml_assets_tests.dagster_dev_server import (
+    REPO_ROOT,
+    DagsterDev,
+    dagster_dev,
+    write_instance_yaml,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="install the dev extra: pip install -e '.[dev]'")
 
@@ -48,8 +53,7 @@ RUN_TIMEOUT_MS = 180_000
 def seeded_ui(tabml_home: Path, tmp_path: Path) -> Iterator[tuple[DagsterDev, SeedPlan]]:
     """The demo seeded into a fresh DAGSTER_HOME, then `dagster dev` serving it."""
     dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "infra" / "dagster" / "dagster.dev.yaml", dagster_home / "dagster.yaml")
+    write_instance_yaml(dagster_home)
     spec = load_spec("test", tabml_home=tabml_home)
     # The UI's partitions run up to yesterday (UTC), so seed for the real today.
     today = dt.datetime.now(dt.UTC).date()
