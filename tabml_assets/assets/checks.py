@@ -1,7 +1,11 @@
 """Asset checks on the stored partitions: raw_data, features and batch_predictions, and drift.
 
-Checks read the partition files the assets wrote (through the partition store), so they
-verify what downstream steps will really read. Blocking checks stop downstream assets in
+Checks read what is stored (through the partition store), so they verify what downstream steps
+will really read: each partition's summary, which the streamed write that made the file kept
+beside it (rows, dtypes, null and non-finite counts, extremes, the rule counts of ingestion),
+and the file itself where no current summary exists (a partition of an older tabml) or the
+figure needs the rows (a classifier's per-row probabilities), reading only the columns it needs.
+Drift compares with references made once per model version and kept. Blocking checks stop downstream assets in
 the same run; drift WARNs. In a run over a range of days each check reports once, with the
 figures of every day in its metadata.
 """
