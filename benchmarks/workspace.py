@@ -106,6 +106,30 @@ def create_workspace(
     return workspace
 
 
+# The table staging/prod would read for the flights example, were it deployed there.
+FLIGHTS_TABLE = "main.tabml_examples.nyc_flights"
+
+
+def every_example_conf(root: Path) -> Path:
+    """A conf/ and examples/ copy under `root` in which every deployment runs both example
+    projects: staging and prod ship with the taxi one only, and load time is measured with
+    both (the flights project reads its own Databricks table there)."""
+    conf_dir = root / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf_dir)
+    shutil.copytree(EXAMPLES_DIR, root / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    examples = sorted(f"../examples/{folder.name}" for folder in EXAMPLES_DIR.iterdir() if (folder / "pipeline.yaml").exists())
+    for profile_file in (conf_dir / "profiles").glob("*.yaml"):
+        profile = yaml.safe_load(profile_file.read_text())
+        if profile["projects"] == examples or sorted(profile["projects"]) == examples:
+            continue
+        profile["projects"] = examples
+        profile_file.write_text(yaml.safe_dump(profile, sort_keys=False))
+        if profile.get("data_source", {}).get("kind") == "databricks_table":
+            override = root / "examples" / "nyc_flights" / "profiles" / profile_file.name
+            override.write_text(yaml.safe_dump({"data_source": {"table": FLIGHTS_TABLE}}))
+    return conf_dir
+
+
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():

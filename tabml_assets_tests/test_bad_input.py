@@ -535,14 +535,18 @@ def test_a_refusal_found_after_streaming_leaves_stored_partitions_and_no_temp_fi
     bad = generate_demo_trips(DAY, 100).assign(trip_distance=-1.0)
     bad.to_parquet(landing.folder / "bad.parquet", index=False)
     store = landing.store
-    before = {key: store.path(key, KEY).read_bytes() for key in (landing.spec.keys.raw_data, landing.spec.keys.quarantine)}
+    stored = (landing.spec.keys.raw_data, landing.spec.keys.quarantine)
+    before = {key: store.path(key, KEY).read_bytes() for key in stored}
+    summaries = {key: store.path(key, KEY, ".summary.json").read_bytes() for key in stored}
     result = materialize_streaming(landing, batch_rows=16)
     message = failure_text(result)
     assert "100 of 140 rows (71%) failed validation" in message
     assert "Nothing was written; stored partitions are unchanged." in message
     for key, content in before.items():
         assert store.path(key, KEY).read_bytes() == content
-        assert sorted(p.name for p in store.asset_folder(key).iterdir()) == [f"{KEY}.parquet"]
+        # The stored day keeps its summary beside it, unchanged as well.
+        assert store.path(key, KEY, ".summary.json").read_bytes() == summaries[key]
+        assert sorted(p.name for p in store.asset_folder(key).iterdir()) == [f"{KEY}.parquet", f"{KEY}.summary.json"]
 
 
 def test_a_large_file_unusable_only_past_its_first_batches_blocks_its_day(

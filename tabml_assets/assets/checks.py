@@ -1,15 +1,21 @@
 """Asset checks on the stored partitions: raw_data, features and batch_predictions, and drift.
 
-Checks read the partition files the assets wrote (through the partition store), so they
-verify what downstream steps will really read. Blocking checks stop downstream assets in
+Checks read what is stored (through the partition store), so they verify what downstream steps
+will really read: each partition's summary, which the streamed write that made the file kept
+beside it (rows, dtypes, null and non-finite counts, extremes, the rule counts of ingestion),
+and the file itself where no current summary exists (a partition of an older tabml) or the
+figure needs the rows (a classifier's per-row probabilities), reading only the columns it needs.
+Drift compares with references made once per model version and kept. Blocking checks stop downstream assets in
 the same run; drift WARNs. In a run over a range of days each check reports once, with the
 figures of every day in its metadata.
 """
 
 
 import datetime as dt
+import hashlib
+import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +35,7 @@ from dagster import (
 )
 
 from tabml_assets.assets.common import daily_partitions
+from tabml_assets.keys import PipelineKeys
 from tabml_assets.ml.metrics import (
     Predictions,
     higher_is_better,
@@ -36,6 +43,10 @@ from tabml_assets.ml.metrics import (
     predict,
 )
 from tabml_assets.ml.quality import (
+    QUARANTINE_REASONS_FACT,
+    REASON_COLUMN,
+    RULE_COUNTS_FACT,
+    RULES_DIGEST_FACT,
     categorical_population_stability_index,
     count_reasons,
     non_finite_counts,
@@ -43,9 +54,10 @@ from tabml_assets.ml.quality import (
     population_stability_index,
     range_rule_reasons,
     rule_violations,
+    rules_digest,
     schema_problems,
 )
-from tabml_assets.ml.realized import realized_accuracy
+from tabml_assets.ml.realized import RealizedAccuracy, identity_columns, realized_accuracy
 from tabml_assets.ml.schema import raw_schema
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, PROBABILITY_COLUMN, probability_column
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
@@ -54,8 +66,13 @@ from tabml_assets.resources.retries import (
     fail_fast_unless_transient,
     transient_errors_only,
 )
-from tabml_assets.resources.storage import PartitionStore
-from tabml_assets.spec import DatasetSpec, LoadedSpec
+from tabml_assets.resources.storage import (
+    PartitionStore,
+    PartitionSummary,
+    frame_to_table,
+    schema_of_frame,
+)
+from tabml_assets.spec import DatasetSpec, LoadedSpec, PipelineSpec
 from tabml_assets.utc import days_between
 
 # Checks read the partition files, which in staging and prod live on a volume the cluster
@@ -118,7 +135,13 @@ def evaluate(
 # raw_data -----------------------------------------------------------------------------------
 
 
-def raw_schema_finding(frame: pd.DataFrame, dataset: DatasetSpec) -> Finding:
+def summary_source(summary: PartitionSummary | None) -> str:
+    """How a check read the partition, stated in its metadata."""
+    return "partition summary" if summary is not None else "partition file (no current summary)"
+
+
+def raw_schema_finding(frame: pd.DataFrame | Mapping[str, str], dataset: DatasetSpec) -> Finding:
+    """`frame`: the stored rows, or their column -> dtype from the partition's summary."""
     schema = raw_schema(dataset)
     problems = schema_problems(frame, schema)
     return Finding(
@@ -128,26 +151,100 @@ def raw_schema_finding(frame: pd.DataFrame, dataset: DatasetSpec) -> Finding:
     )
 
 
-def raw_nulls_finding(frame: pd.DataFrame, dataset: DatasetSpec) -> Finding:
-    counts = null_counts(frame)
+def raw_nulls_finding(counts: Mapping[str, int], dataset: DatasetSpec) -> Finding:
+    """`counts`: nulls per stored column (`null_counts` of the rows, or the summary's)."""
     # Nullable and label columns may hold nulls (a scoring day's label has not arrived).
     with_nulls = {c: n for c, n in counts.items() if n and not (c in dataset.columns and dataset.is_nullable(c))}
     return Finding(
         not with_nulls,
         f"null values in {with_nulls}" if with_nulls else "no null values",
-        {"nulls_per_column": MetadataValue.json(counts)},
+        {"nulls_per_column": MetadataValue.json(dict(counts))},
     )
 
 
-def raw_ranges_finding(frame: pd.DataFrame, dataset: DatasetSpec, key: str, now: dt.datetime) -> Finding:
+def raw_rule_counts(frame: pd.DataFrame, dataset: DatasetSpec, key: str, now: dt.datetime) -> dict[str, int]:
+    """Rows of `frame` breaking each value rule, evaluated on the rows themselves."""
     masks = rule_violations(frame, dataset, dt.date.fromisoformat(key), now)
-    counts = {rule: int(masks[rule].sum()) for rule in range_rule_reasons(dataset)}
+    return {rule: int(masks[rule].sum()) for rule in range_rule_reasons(dataset)}
+
+
+def summarised_rule_counts(summary: PartitionSummary | None, dataset: DatasetSpec) -> dict[str, int] | None:
+    """The value-rule counts ingestion stored for the partition's rows, or None when they were
+    not made under the dataset spec as it is now (or there is no summary)."""
+    if summary is None or summary.facts.get(RULES_DIGEST_FACT) != rules_digest(dataset):
+        return None
+    counts = summary.facts.get(RULE_COUNTS_FACT)
+    if not isinstance(counts, dict) or any(rule not in counts for rule in range_rule_reasons(dataset)):
+        return None
+    return {rule: int(counts[rule]) for rule in range_rule_reasons(dataset)}
+
+
+def raw_ranges_finding(counts: Mapping[str, int], validated_at: str | None) -> Finding:
     broken = {rule: n for rule, n in counts.items() if n}
+    metadata: dict[str, Any] = {"violations_per_rule": MetadataValue.json(dict(counts))}
+    if validated_at:
+        # Rules on "now" (nothing in the future) were evaluated then; a stored row cannot move
+        # into the future since.
+        metadata["rules_evaluated_at"] = validated_at
     return Finding(
         not broken,
         f"rows breaking value rules: {broken}" if broken else "every row meets the value rules and is inside its day",
-        {"violations_per_rule": MetadataValue.json(counts)},
+        metadata,
     )
+
+
+@dataclass(frozen=True)
+class RawDayFacts:
+    """What the raw_data checks need of one stored day: from its summary, or from its rows."""
+
+    rows: int
+    dtypes: dict[str, str]
+    nulls: dict[str, int]
+    rule_counts: dict[str, int]
+    validated_at: str | None
+    source: str
+
+
+def raw_day_facts(store: PartitionStore, asset: AssetKey, key: str, dataset: DatasetSpec, now: dt.datetime) -> RawDayFacts:
+    summary = store.read_summary(asset, key)
+    counts = summarised_rule_counts(summary, dataset)
+    if summary is not None and counts is not None:
+        validated_at = summary.facts.get("validated_at")
+        return RawDayFacts(
+            summary.rows, summary.columns, summary.null_counts, counts,
+            str(validated_at) if validated_at else None, summary_source(summary),
+        )
+    # An older partition (or one ingested under other rules): its rows, read once.
+    frame = store.read_frame(asset, key)
+    return RawDayFacts(
+        len(frame), {str(c): str(t) for c, t in frame.dtypes.items()}, null_counts(frame),
+        raw_rule_counts(frame, dataset, key, now), now.isoformat(), summary_source(None),
+    )
+
+
+def quarantine_finding(store: PartitionStore, asset: AssetKey, key: str) -> Finding:
+    """The day's quarantined rows and their reasons, from the quarantine's summary, else its
+    row count (parquet footer) and reason column."""
+    summary = store.read_summary(asset, key)
+    stored_reasons = summary.facts.get(QUARANTINE_REASONS_FACT) if summary is not None else None
+    if summary is not None and isinstance(stored_reasons, dict):
+        rows, reasons = summary.rows, {str(r): int(n) for r, n in stored_reasons.items()}
+    else:
+        rows = store.row_count(asset, key)
+        reasons = count_reasons(store.read_frame(asset, key, [REASON_COLUMN])) if rows else {}
+    return Finding(
+        rows == 0,
+        f"{rows} rows quarantined: {reasons}" if rows else "no row quarantined",
+        {
+            "quarantined_rows": MetadataValue.int(rows),
+            "quarantine_reasons": MetadataValue.json(reasons),
+            "quarantine_path": MetadataValue.path(str(store.path(asset, key))),
+        },
+    )
+
+
+def with_source(finding: Finding, source: str) -> Finding:
+    return Finding(finding.passed, finding.description, {**finding.metadata, "read_from": source})
 
 
 def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
@@ -177,40 +274,64 @@ def build_raw_data_checks(spec: LoadedSpec) -> AssetChecksDefinition:
         required_resource_keys=CHECK_RESOURCES,
     )
     def raw_data_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        """Read from each day's stored summary (what ingestion counted on the rows it wrote);
+        a day without one, or ingested under other rules, is read from its file."""
         store = store_of(context)
         keys = partition_keys_of(context)
         now = dt.datetime.now(dt.UTC)
-        frames = {key: store.read_frame(pipeline_keys.raw_data, key) for key in keys}
-        yield evaluate(keys, "raw_schema", AssetCheckSeverity.ERROR, lambda k: raw_schema_finding(frames[k], dataset))
+        days = {key: raw_day_facts(store, pipeline_keys.raw_data, key, dataset, now) for key in keys}
+        yield evaluate(
+            keys, "raw_schema", AssetCheckSeverity.ERROR,
+            lambda k: with_source(raw_schema_finding(days[k].dtypes, dataset), days[k].source),
+        )
         yield evaluate(
             keys, "raw_non_empty", AssetCheckSeverity.WARN,
-            lambda k: Finding(bool(len(frames[k])), f"{len(frames[k])} rows", {"rows": len(frames[k])}),
+            lambda k: Finding(bool(days[k].rows), f"{days[k].rows} rows", {"rows": days[k].rows}),
         )
-        yield evaluate(keys, "raw_no_nulls", AssetCheckSeverity.ERROR, lambda k: raw_nulls_finding(frames[k], dataset))
+        yield evaluate(
+            keys, "raw_no_nulls", AssetCheckSeverity.ERROR,
+            lambda k: with_source(raw_nulls_finding(days[k].nulls, dataset), days[k].source),
+        )
         yield evaluate(
             keys, "raw_value_ranges", AssetCheckSeverity.ERROR,
-            lambda k: raw_ranges_finding(frames[k], dataset, k, now),
+            lambda k: with_source(raw_ranges_finding(days[k].rule_counts, days[k].validated_at), days[k].source),
         )
-
-        def quarantine_finding(key: str) -> Finding:
-            quarantined = store.read_frame(pipeline_keys.quarantine, key)
-            reasons = count_reasons(quarantined)
-            return Finding(
-                quarantined.empty,
-                f"{len(quarantined)} rows quarantined: {reasons}" if len(quarantined) else "no row quarantined",
-                {
-                    "quarantined_rows": MetadataValue.int(len(quarantined)),
-                    "quarantine_reasons": MetadataValue.json(reasons),
-                    "quarantine_path": MetadataValue.path(str(store.path(pipeline_keys.quarantine, key))),
-                },
-            )
-
-        yield evaluate(keys, "raw_quarantine", AssetCheckSeverity.WARN, quarantine_finding)
+        yield evaluate(
+            keys, "raw_quarantine", AssetCheckSeverity.WARN,
+            lambda k: quarantine_finding(store, pipeline_keys.quarantine, k),
+        )
 
     return raw_data_quality
 
 
 # features -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureDayFacts:
+    """What the features checks need of one stored day: its columns and the non-finite
+    values of its numeric model inputs."""
+
+    columns: list[str]
+    non_finite: dict[str, int]
+    source: str
+
+
+def feature_day_facts(store: PartitionStore, asset: AssetKey, key: str, numeric: list[str]) -> FeatureDayFacts:
+    summary = store.read_summary(asset, key)
+    if summary is None:
+        frame = store.read_frame(asset, key)
+        return FeatureDayFacts(list(frame.columns), non_finite_counts(frame, numeric), summary_source(None))
+    columns = list(summary.columns)
+    counts = {c: summary.non_finite_counts[c] for c in numeric if c in summary.non_finite_counts}
+    # An integer column is finite by type; a numeric input stored as text is counted from its
+    # values, as a full read would (only those columns are read).
+    integers = [c for c in numeric if c in columns and c not in counts and summary.columns[c].lower().startswith(("int", "uint"))]
+    counts.update({c: summary.null_counts.get(c, 0) for c in integers})
+    others = [c for c in numeric if c in columns and c not in counts]
+    if others:
+        counts.update(non_finite_counts(store.read_frame(asset, key, others), others))
+    return FeatureDayFacts(columns, {c: counts[c] for c in numeric if c in counts}, summary_source(summary))
 
 
 def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
@@ -240,26 +361,28 @@ def build_features_checks(spec: LoadedSpec) -> AssetChecksDefinition:
         required_resource_keys=CHECK_RESOURCES,
     )
     def features_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        """Read from each day's stored summary; a day without one is read from its file."""
         store = store_of(context)
         keys = partition_keys_of(context)
-        frames = {key: store.read_frame(pipeline_keys.features, key) for key in keys}
+        days = {key: feature_day_facts(store, pipeline_keys.features, key, numeric) for key in keys}
 
         def columns_finding(key: str) -> Finding:
-            missing = [c for c in expected if c not in frames[key].columns]
+            columns = days[key].columns
+            missing = [c for c in expected if c not in columns]
             return Finding(
                 not missing,
-                f"missing columns {missing}; expected {expected}, found {list(frames[key].columns)}"
+                f"missing columns {missing}; expected {expected}, found {columns}"
                 if missing else f"all {len(expected)} expected columns present",
-                {"missing_columns": MetadataValue.json(missing)},
+                {"missing_columns": MetadataValue.json(missing), "read_from": days[key].source},
             )
 
         def finite_finding(key: str) -> Finding:
-            counts = non_finite_counts(frames[key], numeric)
+            counts = days[key].non_finite
             bad = {c: n for c, n in counts.items() if n}
             return Finding(
                 not bad,
                 f"NaN or infinite values in {bad}" if bad else f"all values finite in {len(counts)} columns",
-                {"non_finite_per_column": MetadataValue.json(counts)},
+                {"non_finite_per_column": MetadataValue.json(counts), "read_from": days[key].source},
             )
 
         yield evaluate(keys, "features_columns", AssetCheckSeverity.ERROR, columns_finding)
@@ -320,31 +443,64 @@ def build_batch_predictions_checks(spec: LoadedSpec) -> AssetChecksDefinition:
         required_resource_keys=CHECK_RESOURCES,
     )
     def batch_predictions_quality(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        """Read from each day's stored summary (a classifier's probabilities from their columns);
+        a day without one is read from its file."""
         store = store_of(context)
         keys = partition_keys_of(context)
-        scored = {key: store.read_frame(pipeline_keys.batch_predictions, key) for key in keys}
+        predictions = pipeline_keys.batch_predictions
+        summaries = {key: store.read_summary(predictions, key) for key in keys}
+        frames: dict[str, pd.DataFrame] = {}
+
+        def scored(key: str) -> pd.DataFrame:
+            """The columns a summary cannot answer for: the prediction and class probabilities."""
+            if key not in frames:
+                schema = store.read_schema(predictions, key)
+                columns = [PREDICTION_COLUMN, *(c for c in schema.names if c.startswith(f"{PROBABILITY_COLUMN}_"))]
+                frames[key] = store.read_frame(predictions, key, [c for c in columns if c in schema.names])
+            return frames[key]
 
         def one_per_row(key: str) -> Finding:
             inputs = store.row_count(pipeline_keys.features, key)
-            values = scored[key][PREDICTION_COLUMN]
-            missing = (
-                int((~np.isfinite(values.to_numpy(dtype="float64"))).sum()) if regression else int(values.isna().sum())
-            )
-            passed = len(values) == inputs and missing == 0
+            summary = summaries[key]
+            if summary is not None and PREDICTION_COLUMN in summary.null_counts:
+                count = summary.rows
+                counted = summary.non_finite_counts if regression else summary.null_counts
+                missing = counted.get(PREDICTION_COLUMN, summary.null_counts[PREDICTION_COLUMN])
+            else:
+                values = scored(key)[PREDICTION_COLUMN]
+                count = len(values)
+                missing = (
+                    int((~np.isfinite(values.to_numpy(dtype="float64"))).sum()) if regression else int(values.isna().sum())
+                )
+            passed = count == inputs and missing == 0
             what = "not finite" if regression else "without a label"
             return Finding(
                 passed,
-                f"{len(values)} predictions for {inputs} feature rows, {missing} {what}",
-                {"predictions": len(values), "feature_rows": inputs, "non_finite": missing},
+                f"{count} predictions for {inputs} feature rows, {missing} {what}",
+                {"predictions": count, "feature_rows": inputs, "non_finite": missing,
+                 "read_from": summary_source(summary)},
             )
 
         def plausible(key: str) -> Finding:
-            frame = scored[key]
+            summary = summaries[key]
             if not regression:
-                return probabilities_finding(frame)
-            values = frame[PREDICTION_COLUMN].to_numpy(dtype="float64")
+                finding = probabilities_finding(scored(key))
+                return with_source(finding, "prediction and probability columns of the partition file")
+            bounds = f"[{low:g}, {high:g}]"
+            if summary is not None:
+                seen = (summary.minimum.get(PREDICTION_COLUMN), summary.maximum.get(PREDICTION_COLUMN))
+                if summary.rows == 0:
+                    return Finding(True, f"0 of 0 predictions outside {bounds}", {"outside_range": 0, "range": bounds})
+                if isinstance(seen[0], float) and isinstance(seen[1], float) and low <= seen[0] and seen[1] <= high:
+                    # The extremes are inside, so every prediction is.
+                    return Finding(True, f"0 of {summary.rows} predictions outside {bounds}", {
+                        "outside_range": 0, "range": bounds, "min_prediction": seen[0], "max_prediction": seen[1],
+                        "read_from": summary_source(summary),
+                    })
+            # Some prediction is outside (or no summary): count them on the prediction column.
+            values = scored(key)[PREDICTION_COLUMN].to_numpy(dtype="float64")
             outside = int(((values < low) | (values > high)).sum())
-            metadata: dict[str, Any] = {"outside_range": outside, "range": f"[{low:g}, {high:g}]"}
+            metadata = {"outside_range": outside, "range": f"[{low:g}, {high:g}]", "read_from": "prediction column of the partition file"}
             if len(values):
                 metadata.update(min_prediction=float(np.nanmin(values)), max_prediction=float(np.nanmax(values)))
             return Finding(outside == 0, f"{outside} of {len(values)} predictions outside [{low:g}, {high:g}]", metadata)
@@ -377,6 +533,103 @@ def reference_features(
     frames = [store.read_frame(features, key, columns) for key in keys if store.exists(features, key)]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return frame.sample(n=max_rows, random_state=0) if len(frame) > max_rows else frame
+
+
+# Stored drift references, one per model version (versions are immutable), under
+# <project>/drift_reference/: <version>.parquet holds the sample of the version's training
+# window, <version>.predictions.parquet the version's predictions on it.
+DRIFT_REFERENCE = "drift_reference"
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """A version's reference for drift: rows, and the training window they were sampled from."""
+
+    frame: pd.DataFrame
+    window: tuple[str, str] | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.window[0]}..{self.window[1]}" if self.window else "(no window)"
+
+
+def drift_reference_key(pipeline_keys: PipelineKeys) -> AssetKey:
+    return pipeline_keys.asset(DRIFT_REFERENCE)
+
+
+def reference_digest(**settings: Any) -> str:
+    """What a stored reference was made with; one made with other settings is made again."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stored_reference(store: PartitionStore, key: AssetKey, name: str, digest: str) -> DriftReference | None:
+    """The reference stored as `name` if it was made with `digest` and its summary is current."""
+    if not store.exists(key, name):
+        return None
+    summary = store.read_summary(key, name)
+    if summary is None or summary.facts.get("digest") != digest:
+        return None
+    window = summary.facts.get("window")
+    return DriftReference(store.read_frame(key, name), (str(window[0]), str(window[1])) if window else None)
+
+
+def store_reference(store: PartitionStore, key: AssetKey, name: str, digest: str, reference: DriftReference, facts: dict[str, Any]) -> None:
+    frame = reference.frame.reset_index(drop=True)
+    schema = schema_of_frame(frame)
+    store.write_tables(
+        key, name, [frame_to_table(frame, schema, f"{'/'.join(key.path)}/{name}")], schema,
+        facts={**facts, "digest": digest, "window": list(reference.window) if reference.window else None},
+    )
+
+
+def features_reference(
+    store: PartitionStore, registry: ModelRegistry, pipeline_keys: PipelineKeys, ref: ModelVersionRef,
+    pipeline: PipelineSpec,
+) -> DriftReference:
+    """The sample of the version's training window (its feature columns), made once per
+    version and kept; empty when the window has no stored features (not kept, so that it is
+    made once they are)."""
+    key = drift_reference_key(pipeline_keys)
+    digest = reference_digest(columns=pipeline.feature_columns, max_rows=pipeline.data_quality.drift_reference_max_rows)
+    found = stored_reference(store, key, ref.version, digest)
+    if found is not None:
+        return found
+    window = training_window_of(registry, ref)
+    frame = reference_features(
+        store, pipeline_keys.features, window, pipeline.feature_columns, pipeline.data_quality.drift_reference_max_rows
+    )
+    reference = DriftReference(frame, (window[0], window[-1]) if window else None)
+    if not frame.empty:
+        store_reference(store, key, ref.version, digest, reference, {"model_version": ref.version, "run_id": ref.run_id})
+    return reference
+
+
+def predictions_reference(
+    store: PartitionStore, registry: ModelRegistry, pipeline_keys: PipelineKeys, version: str,
+    pipeline: PipelineSpec,
+) -> DriftReference:
+    """The version's predictions on its training window sample (the drift columns of
+    batch_predictions), made once per version and kept: the model is loaded and predicts only
+    the first time."""
+    key = drift_reference_key(pipeline_keys)
+    name = f"{version}.predictions"
+    digest = reference_digest(
+        columns=pipeline.feature_columns, max_rows=pipeline.data_quality.drift_reference_max_rows,
+        task=pipeline.task, positive_class=pipeline.target.positive_class,
+    )
+    found = stored_reference(store, key, name, digest)
+    if found is not None:
+        return found
+    run_id = registry.run_id_of(version)
+    ref = ModelVersionRef(registry.model_name, version, run_id)
+    sample = features_reference(store, registry, pipeline_keys, ref, pipeline)
+    if sample.frame.empty:
+        return sample
+    expected = predict(registry.load_model(ref), sample.frame[pipeline.feature_columns], pipeline.task)
+    values = drift_values(expected, pipeline.task, pipeline.target.positive_class)
+    reference = DriftReference(pd.DataFrame(values), sample.window)
+    store_reference(store, key, name, digest, reference, {"model_version": version, "run_id": run_id})
+    return reference
 
 
 def psi_finding(
@@ -441,18 +694,19 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
         registry: ModelRegistry = getattr(context.resources, registry_key)
         keys = partition_keys_of(context)
         champion = registry.version_for_alias(CHAMPION)
-        window = training_window_of(registry, champion) if champion else []
-        reference = reference_features(store, pipeline_keys.features, window, quality.drift_columns, quality.drift_reference_max_rows)
+        reference = features_reference(store, registry, pipeline_keys, champion, pipeline) if champion else None
 
         def finding(key: str) -> Finding:
-            if champion is None:
+            if champion is None or reference is None:
                 return no_reference("no champion model yet, so no training window to compare with")
-            if reference.empty:
-                return no_reference(f"the champion's training window {window[:1]}..{window[-1:]} has no stored features")
+            if reference.window is None:
+                return no_reference(f"champion v{champion.version}'s training run records no training window")
+            if reference.frame.empty:
+                return no_reference(f"the champion's training window {reference.label} has no stored features")
             current = store.read_frame(pipeline_keys.features, key, quality.drift_columns)
-            psi = {c: column_psi(reference[c], current[c], quality.psi_bins) for c in quality.drift_columns}
-            label = f"champion v{champion.version}'s training window {window[0]}..{window[-1]}"
-            return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
+            psi = {c: column_psi(reference.frame[c], current[c], quality.psi_bins) for c in quality.drift_columns}
+            label = f"champion v{champion.version}'s training window {reference.label}"
+            return psi_finding(psi, quality.psi_warn_threshold, label, len(reference.frame))
 
         return evaluate(keys, "features_drift", AssetCheckSeverity.WARN, finding)
 
@@ -461,8 +715,8 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
         name="predictions_drift",
         description=(
             "Population stability index of the predictions (class probabilities for a classifier) "
-            "against the same model's predictions on its training window; WARN above "
-            f"{quality.psi_warn_threshold:g}."
+            "against the same model's predictions on its training window (computed once per "
+            f"model version and kept); WARN above {quality.psi_warn_threshold:g}."
         ),
         partitions_def=partitions,
         retry_policy=retry_policy,
@@ -472,26 +726,28 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
     def predictions_drift(context: AssetCheckExecutionContext) -> AssetCheckResult:
         store = store_of(context)
         registry: ModelRegistry = getattr(context.resources, registry_key)
+        predictions = pipeline_keys.batch_predictions
 
         def finding(key: str) -> Finding:
-            scored = store.read_frame(pipeline_keys.batch_predictions, key)
+            names = store.read_schema(predictions, key).names
+            drifting = [PREDICTION_COLUMN] if pipeline.task == "regression" else [
+                c for c in names if c == PROBABILITY_COLUMN or (pipeline.task == "multiclass" and c.startswith(f"{PROBABILITY_COLUMN}_"))
+            ]
+            scored = store.read_frame(predictions, key, ["model_version", *drifting])
             if scored.empty:
                 return no_reference("the partition has no predictions")
             version = str(scored["model_version"].iloc[0])
-            with fail_fast_unless_transient(f"MLflow: look up version {version} of {registry.model_name!r}"):
-                run_id = registry.client().get_model_version(registry.model_name, version).run_id
-            ref = ModelVersionRef(registry.model_name, version, run_id)
-            window = training_window_of(registry, ref)
-            reference = reference_features(store, pipeline_keys.features, window, pipeline.feature_columns, quality.drift_reference_max_rows)
-            if reference.empty:
+            reference = predictions_reference(store, registry, pipeline_keys, version, pipeline)
+            if reference.frame.empty:
                 return no_reference(f"version {version}'s training window has no stored features")
-            expected = predict(registry.load_model(ref), reference[pipeline.feature_columns], pipeline.task)
             psi = {
-                column: population_stability_index(reference_values, scored[column].to_numpy(dtype="float64"), quality.psi_bins)
-                for column, reference_values in drift_values(expected, pipeline.task, pipeline.target.positive_class).items()
+                column: population_stability_index(
+                    reference.frame[column].to_numpy(dtype="float64"), scored[column].to_numpy(dtype="float64"), quality.psi_bins
+                )
+                for column in reference.frame.columns
             }
-            label = f"version {version}'s predictions on its training window {window[0]}..{window[-1]}"
-            return psi_finding(psi, quality.psi_warn_threshold, label, len(reference))
+            label = f"version {version}'s predictions on its training window {reference.label}"
+            return psi_finding(psi, quality.psi_warn_threshold, label, len(reference.frame))
 
         return evaluate(partition_keys_of(context), "predictions_drift", AssetCheckSeverity.WARN, finding)
 
@@ -519,10 +775,21 @@ def build_realized_accuracy_check(spec: LoadedSpec) -> AssetChecksDefinition:
     def predictions_realized_accuracy(context: AssetCheckExecutionContext) -> AssetCheckResult:
         store = store_of(context)
 
+        identity = identity_columns(pipeline)
+
         def finding(key: str) -> Finding:
-            scored = store.read_frame(pipeline_keys.batch_predictions, key)
-            features = store.read_frame(pipeline_keys.features, key)
-            realized = realized_accuracy(scored, features, pipeline, spec.steps)
+            features_summary = store.read_summary(pipeline_keys.features, key)
+            target = pipeline.target_column
+            if features_summary is not None and features_summary.null_counts.get(target) == features_summary.rows:
+                # No label has arrived: nothing to match, so the rows need not be read.
+                realized = RealizedAccuracy(store.row_count(pipeline_keys.batch_predictions, key), 0, {})
+            else:
+                # Only what matching and the metrics use: the row identity, the label, the predictions.
+                names = store.read_schema(pipeline_keys.batch_predictions, key).names
+                predicted = [c for c in names if c == PREDICTION_COLUMN or c.startswith(f"{PROBABILITY_COLUMN}_")]
+                scored = store.read_frame(pipeline_keys.batch_predictions, key, [*identity, *predicted])
+                features = store.read_frame(pipeline_keys.features, key, list(dict.fromkeys([*identity, target])))
+                realized = realized_accuracy(scored, features, pipeline, spec.steps)
             metadata: dict[str, Any] = {
                 "scored_rows": realized.scored_rows,
                 "labelled_rows": realized.labelled_rows,

@@ -34,9 +34,14 @@ from dagster import (
 from tabml_assets.assets.common import OWNERS, daily_partitions, partition_day, partition_keys
 from tabml_assets.keys import PipelineKeys
 from tabml_assets.ml.quality import (
+    QUARANTINE_REASONS_FACT,
     REASON_COLUMN,
+    RULE_COUNTS_FACT,
+    RULES_DIGEST_FACT,
     DuplicateTracker,
     count_reasons,
+    rule_reasons,
+    rules_digest,
     validate_raw_rows,
 )
 from tabml_assets.ml.schema import raw_columns, raw_schema
@@ -98,6 +103,8 @@ class DayIngest:
     delivered: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    # Rule reason -> stored (valid) rows breaking it, kept in the partition's summary.
+    kept_rule_counts: Counter[str] = field(default_factory=Counter)
     examples: pd.DataFrame | None = None
 
     @classmethod
@@ -123,6 +130,7 @@ class DayIngest:
         self.delivered.update(rows_per_file(batch))
         self.quarantined.update(rows_per_file(quarantined))
         self.reasons.update(count_reasons(quarantined))
+        self.kept_rule_counts.update(checked.kept_rule_counts)
         if len(quarantined) and (self.examples is None or len(self.examples) < EXAMPLE_ROWS):
             self.examples = pd.concat([self.examples, quarantined.head(EXAMPLE_ROWS)]).head(EXAMPLE_ROWS)
 
@@ -137,6 +145,14 @@ class DayIngest:
     @property
     def reason_counts(self) -> dict[str, int]:
         return dict(self.reasons.most_common())
+
+    def stored_facts(self, dataset: DatasetSpec, now: dt.datetime) -> dict[str, Any]:
+        """What validation found on the rows raw_data stores, for its summary (the checks')."""
+        rules = {reason: int(self.kept_rule_counts[reason]) for reason in rule_reasons(dataset)}
+        return {RULE_COUNTS_FACT: rules, RULES_DIGEST_FACT: rules_digest(dataset), "validated_at": now.isoformat()}
+
+    def quarantine_facts(self) -> dict[str, Any]:
+        return {QUARANTINE_REASONS_FACT: self.reason_counts}
 
 
 def describe_examples(quarantined: pd.DataFrame) -> str:
@@ -341,8 +357,8 @@ def build_raw_data_asset(spec: LoadedSpec) -> AssetsDefinition:
             )
         # Every day passed: the quarantine (empty or not) replaces the previous one, so a
         # re-materialized partition never keeps stale quarantined rows.
-        quarantined = {key: ingest.quarantine.commit() for key, ingest in ingests.items()}
-        stored = {key: ingest.valid.commit() for key, ingest in ingests.items()}
+        quarantined = {key: ingest.quarantine.commit(ingest.quarantine_facts()) for key, ingest in ingests.items()}
+        stored = {key: ingest.valid.commit(ingest.stored_facts(dataset, now)) for key, ingest in ingests.items()}
         yield MaterializeResult(asset_key=keys.raw_data, metadata=raw_metadata(
             stored, quarantined, landed, ingests, source, first_day, now, dataset.event_time
         ))

@@ -9,10 +9,11 @@ not in the future, and one row per unique key.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import operator
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,10 @@ from tabml_assets.utc import utc_timestamp
 REASON_COLUMN = "reason"
 REASON_SEPARATOR = "; "
 DUPLICATE_ROW = "duplicate row"
+# Keys of the facts raw_data and its quarantine keep in their partition summaries.
+RULE_COUNTS_FACT = "stored_rows_breaking_rules"
+RULES_DIGEST_FACT = "rules_digest"
+QUARANTINE_REASONS_FACT = "quarantine_reasons"
 # Proportions below this floor would make PSI infinite for a bin one side never fills.
 PSI_FLOOR = 1e-4
 COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
@@ -98,6 +103,11 @@ def range_rule_reasons(dataset: DatasetSpec) -> list[str]:
     reasons += [rule.reason for rule in dataset.rules]
     reasons += [future_reason(c) for c in future_columns(dataset)]
     return reasons
+
+
+def rule_reasons(dataset: DatasetSpec) -> list[str]:
+    """Every row rule's reason but the duplicate key's: the nulls, then the value rules."""
+    return [null_reason(c) for c in raw_columns(dataset) if not dataset.is_nullable(c)] + range_rule_reasons(dataset)
 
 
 def future_columns(dataset: DatasetSpec) -> list[str]:
@@ -216,6 +226,9 @@ class ValidatedRows:
 
     valid: pd.DataFrame
     quarantined: pd.DataFrame
+    # Rule reason -> valid rows that break it: zero by construction, counted from the same
+    # masks so a stored partition's summary states what was checked on the rows it holds.
+    kept_rule_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def reason_counts(self) -> dict[str, int]:
@@ -251,7 +264,15 @@ def validate_raw_rows(
     valid = kept.astype(raw_schema(dataset)).reset_index(drop=True)
     quarantined = frame.loc[bad].copy()
     quarantined[REASON_COLUMN] = reasons[bad]
-    return ValidatedRows(valid=valid, quarantined=quarantined.reset_index(drop=True))
+    passed = ~bad.to_numpy(dtype=bool)
+    kept_counts = {reason: int((mask.to_numpy(dtype=bool) & passed).sum()) for reason, mask in masks.items()}
+    return ValidatedRows(valid=valid, quarantined=quarantined.reset_index(drop=True), kept_rule_counts=kept_counts)
+
+
+def rules_digest(dataset: DatasetSpec) -> str:
+    """A fingerprint of the dataset spec the rules come from: counts made under other rules
+    (the spec edited since a day was ingested) are not reused."""
+    return hashlib.sha256(dataset.model_dump_json().encode()).hexdigest()[:16]
 
 
 def count_reasons(quarantined: pd.DataFrame) -> dict[str, int]:
@@ -264,14 +285,18 @@ def count_reasons(quarantined: pd.DataFrame) -> dict[str, int]:
     return dict(counter.most_common())
 
 
-def schema_problems(frame: pd.DataFrame, schema: Mapping[str, str]) -> list[str]:
-    """Missing columns, unexpected columns and wrong dtypes, each as one readable line."""
-    problems = [f"missing column {c!r} (expected {t})" for c, t in schema.items() if c not in frame.columns]
-    problems += [f"unexpected column {c!r}" for c in frame.columns if c not in schema]
+def schema_problems(frame: pd.DataFrame | Mapping[str, str], schema: Mapping[str, str]) -> list[str]:
+    """Missing columns, unexpected columns and wrong dtypes, each as one readable line.
+
+    `frame` is the rows, or their column -> dtype (a stored partition's summary).
+    """
+    dtypes = {str(c): str(t) for c, t in frame.dtypes.items()} if isinstance(frame, pd.DataFrame) else dict(frame)
+    problems = [f"missing column {c!r} (expected {t})" for c, t in schema.items() if c not in dtypes]
+    problems += [f"unexpected column {c!r}" for c in dtypes if c not in schema]
     problems += [
-        f"column {c!r}: expected {t}, found {frame[c].dtype}"
+        f"column {c!r}: expected {t}, found {dtypes[c]}"
         for c, t in schema.items()
-        if c in frame.columns and str(frame[c].dtype) != t
+        if c in dtypes and dtypes[c] != t
     ]
     return problems
 

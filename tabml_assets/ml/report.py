@@ -233,7 +233,8 @@ def feature_importance(
         )
         .sort_values("worsening", ascending=False, kind="stable")
         .reset_index(drop=True)
-        .assign(metric=metric)
+        # The card states what the figure rests on: how many test rows, shuffled how often.
+        .assign(metric=metric, sample_rows=len(inputs), repeats=repeats)
     )
 
 
@@ -254,7 +255,13 @@ def plot_feature_importance(importance: pd.DataFrame) -> Plot:
     return Plot(
         "Permutation feature importance",
         f"Shuffling {top['feature']} worsens {label} by {top['worsening']:.3g}; "
-        "near-zero bars carry little signal.",
+        "near-zero bars carry little signal."
+        + (
+            f" Measured on a random sample of {int(top['sample_rows']):,} test rows, each column "
+            f"shuffled {int(top['repeats'])} times."
+            if "sample_rows" in importance.columns
+            else ""
+        ),
         _png(figure),
     )
 

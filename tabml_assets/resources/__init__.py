@@ -55,6 +55,8 @@ def build_model_registry(spec: LoadedSpec) -> ModelRegistry:
         experiment_name=mlflow.experiment_name,
         model_name=mlflow.model_name,
         artifact_location=spec.resolve_local(mlflow.artifact_location) if mlflow.artifact_location else None,
+        # On the disk of wherever the steps run (TABML_HOME): versions are downloaded once.
+        model_cache_dir=str(spec.tabml_home / "model_cache"),
     )
 
 

@@ -43,6 +43,7 @@ from tabml_assets.ml.evaluation import GateResult
 
 # ModelVersionRef lives with the records that carry it; imported from here as well.
 from tabml_assets.ml.records import ModelVersionRef
+from tabml_assets.resources.model_cache import ModelCache
 from tabml_assets.resources.retries import fail_fast_unless_transient
 
 if TYPE_CHECKING:
@@ -274,6 +275,9 @@ class ModelRegistry(ConfigurableResource):
     experiment_name: str
     model_name: str
     artifact_location: str | None = None
+    # Local folder keeping downloaded versions' artifacts across runs (resources/model_cache.py);
+    # None downloads every time.
+    model_cache_dir: str | None = None
 
     # Per resource instance, never per process: two instances (two steps in threads, two stores
     # in one test) share nothing. A new client on a store this process has opened costs ~30 ms:
@@ -541,21 +545,54 @@ class ModelRegistry(ConfigurableResource):
             )
         key = (ref.name, ref.version)
         if key not in self._models:
-            import mlflow.artifacts
-            import mlflow.sklearn
-
-            with fail_fast_unless_transient(f"MLflow: load model {ref.uri}"), tempfile.TemporaryDirectory(
-                prefix="tabml-model-"
-            ) as tmp:
-                # Downloaded with our URIs; `mlflow.sklearn.load_model("models:/...")` would
-                # resolve the name through the process's registry URI. From a local folder it
-                # reads no global.
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=self._artifact_uri(ref), dst_path=tmp,
-                    tracking_uri=self.tracking_uri, registry_uri=self.registry_uri,
-                )
-                self._models[key] = mlflow.sklearn.load_model(local)
+            with fail_fast_unless_transient(f"MLflow: load model {ref.uri}"):
+                self._models[key] = self._load_version(ref)
         return self._models[key]
+
+    def _download(self, ref: ModelVersionRef, folder: Path) -> Path:
+        # Downloaded with our URIs; `mlflow.sklearn.load_model("models:/...")` would resolve the
+        # name through the process's registry URI. From a local folder it reads no global.
+        import mlflow.artifacts
+
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=self._artifact_uri(ref), dst_path=str(folder),
+                tracking_uri=self.tracking_uri, registry_uri=self.registry_uri,
+            )
+        )
+
+    def _cache_usable(self) -> bool:
+        if self.model_cache_dir is None:
+            return False
+        try:
+            Path(self.model_cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False  # a read-only home (a locked-down cluster): download every time
+        return True
+
+    def _load_version(self, ref: ModelVersionRef) -> Pipeline:
+        """From the local model cache when it holds the version intact, else downloaded (and
+        kept there)."""
+        import mlflow.sklearn
+
+        if not self._cache_usable():
+            with tempfile.TemporaryDirectory(prefix="tabml-model-") as tmp:
+                return mlflow.sklearn.load_model(str(self._download(ref, Path(tmp))))
+        assert self.model_cache_dir is not None
+        cache = ModelCache(Path(self.model_cache_dir))
+        run_id = ref.run_id or self.run_id_of(ref.version)
+        if run_id is None:
+            raise ValueError(f"{ref.uri} was registered without an MLflow run")
+        entry = cache.entry(ref.name, ref.version, run_id)
+        cached = cache.get(entry)
+        if cached is not None:
+            try:
+                return mlflow.sklearn.load_model(str(cached))
+            except Exception:
+                # Intact files that do not load (written by another MLflow?): fetched again.
+                cache.evict(entry)
+        local = cache.fill(entry, partial(self._download, ref))
+        return mlflow.sklearn.load_model(str(local))
 
     def _artifact_uri(self, ref: ModelVersionRef) -> str:
         # Databricks' registries hand out scoped credentials for `models:/` and take the URIs we
@@ -616,6 +653,11 @@ class ModelRegistry(ConfigurableResource):
                 if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
                     return None
                 raise
+
+    def run_id_of(self, version: str) -> str | None:
+        """The MLflow run that logged a registered version (its training run)."""
+        with fail_fast_unless_transient(f"MLflow: look up version {version} of {self.model_name!r}"):
+            return self.client().get_model_version(self.model_name, str(version)).run_id
 
     def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
         with fail_fast_unless_transient(f"MLflow: tag version {version} of {self.model_name!r}"):

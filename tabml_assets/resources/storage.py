@@ -162,10 +162,57 @@ def write_json_atomic(value: Any, path: Path) -> None:
 
 @dataclass(frozen=True)
 class SummaryColumns:
-    """Columns whose totals (`sums`) or extremes (`ranges`) a streamed write keeps."""
+    """Columns whose totals (`sums`) or extremes (`ranges`) a streamed write keeps.
+
+    Every streamed write also keeps, for every column, its null count and (numbers and
+    timestamps) its extremes, and for float columns the NaN/inf count: the partition's stored
+    summary (`PartitionSummary`), which the asset checks read instead of the file.
+    """
 
     sums: tuple[str, ...] = ()
     ranges: tuple[str, ...] = ()
+
+
+# Bump when the summary's fields change meaning: a summary of another format is not used.
+SUMMARY_FORMAT = 1
+SUMMARY_SUFFIX = ".summary.json"
+
+
+class PartitionSummary(pydantic.BaseModel):
+    """What a stored partition holds, written beside it by the streamed write that made it.
+
+    `file_size` and `file_mtime_ns` are those of the parquet file it describes: a summary whose
+    file was replaced since (by another writer, an older tabml, a crash between the two renames)
+    no longer matches and is not used (`PartitionStore.read_summary`).
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True)
+
+    format: int = SUMMARY_FORMAT
+    rows: int
+    # Column -> pandas dtype, as a full read of the file gives it.
+    columns: dict[str, str]
+    null_counts: dict[str, int]
+    # Float columns only: null (NaN) plus +-inf values. Integer columns are finite by type.
+    non_finite_counts: dict[str, int]
+    # Numbers as floats, timestamps as ISO strings; only columns with at least one value.
+    minimum: dict[str, float | str]
+    maximum: dict[str, float | str]
+    # What the writer knew beyond the rows (e.g. raw_data's value-rule counts, the quarantine's
+    # reasons, the model that scored the predictions).
+    facts: dict[str, Any] = pydantic.Field(default_factory=dict)
+    file_size: int
+    file_mtime_ns: int
+
+
+def _json_extreme(value: Any) -> float | str:
+    if isinstance(value, int | float):
+        return float(value)
+    return pd.Timestamp(value).isoformat() if not isinstance(value, str) else value
+
+
+def _is_summarised_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
 
 
 @dataclass
@@ -178,10 +225,60 @@ class WrittenPartition:
     preview: pd.DataFrame
     column_sums: dict[str, float] = field(default_factory=dict)
     column_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    null_counts: dict[str, int] = field(default_factory=dict)
+    non_finite_counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self, facts: Mapping[str, Any] | None = None) -> PartitionSummary:
+        """The stored summary of this write (its file must be in place: size and mtime are its)."""
+        stat = self.path.stat()
+        extremes = {c: r for c, r in self.column_ranges.items() if r[0] is not None}
+        return PartitionSummary(
+            rows=self.rows,
+            columns={str(c): str(t) for c, t in self.preview.dtypes.items()},
+            null_counts=self.null_counts,
+            non_finite_counts=self.non_finite_counts,
+            minimum={c: _json_extreme(low) for c, (low, _) in extremes.items()},
+            maximum={c: _json_extreme(high) for c, (_, high) in extremes.items()},
+            facts=dict(facts or {}),
+            file_size=stat.st_size,
+            file_mtime_ns=stat.st_mtime_ns,
+        )
+
+
+def summary_path(path: Path) -> Path:
+    """<partition>.summary.json beside <partition>.parquet."""
+    return path.with_name(path.name.removesuffix(".parquet") + SUMMARY_SUFFIX)
+
+
+def write_summary(written: WrittenPartition, facts: Mapping[str, Any] | None = None) -> None:
+    """Store `written`'s summary beside its file, once the file is in place.
+
+    Written after the file's rename: a crash between the two leaves the previous summary, whose
+    size and mtime no longer match the file, so it is ignored rather than believed.
+    """
+    document = written.summary(facts).model_dump(mode="json")
+    atomic_write_bytes(
+        summary_path(written.path), lambda tmp: tmp.write_text(json.dumps(document, indent=1, default=str))
+    )
+
+
+def read_summary_of(path: Path) -> PartitionSummary | None:
+    """The summary of the parquet file at `path`, or None when there is none that describes
+    the file as it is now (absent, unreadable, another format, or the file replaced since)."""
+    try:
+        stat = path.stat()
+        document = json.loads(summary_path(path).read_text())
+        summary = PartitionSummary.model_validate(document)
+    except (OSError, ValueError):
+        return None
+    if summary.format != SUMMARY_FORMAT or (summary.file_size, summary.file_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+        return None
+    return summary
 
 
 class _WriteSummary:
-    """Accumulates rows, a preview, column sums and ranges while batches stream past."""
+    """Accumulates rows, a preview, column sums, extremes, null and non-finite counts while
+    batches stream past."""
 
     def __init__(self, schema: pa.Schema, columns: SummaryColumns) -> None:
         self.schema = schema
@@ -189,7 +286,18 @@ class _WriteSummary:
         self.preview: pd.DataFrame | None = None
         self.sums = dict.fromkeys(columns.sums, 0.0)
         self.ranges: dict[str, tuple[Any, Any]] = {}
-        self.range_columns = columns.ranges
+        # Requested ranges, plus every number and timestamp column (the stored summary's extremes).
+        self.range_columns = tuple(
+            dict.fromkeys(
+                [
+                    *columns.ranges,
+                    *(f.name for f in schema if _is_summarised_number(f.type) or pa.types.is_timestamp(f.type)),
+                ]
+            )
+        )
+        self.nulls = dict.fromkeys(schema.names, 0)
+        self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+        self.non_finite = dict.fromkeys(self.floats, 0)
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -200,6 +308,13 @@ class _WriteSummary:
         for column in self.sums:
             total = pc.sum(table[column]).as_py()
             self.sums[column] += float(total) if total is not None else 0.0
+        for column in self.nulls:
+            self.nulls[column] += table[column].null_count
+        for column in self.floats:
+            # pandas' NaN arrives as null; a NaN arrow kept as a value is not finite either.
+            self.non_finite[column] += table[column].null_count + int(
+                pc.sum(pc.invert(pc.is_finite(table[column]))).as_py() or 0
+            )
         for column in self.range_columns:
             extremes = pc.min_max(table[column])
             low, high = extremes["min"].as_py(), extremes["max"].as_py()
@@ -210,13 +325,20 @@ class _WriteSummary:
 
     def result(self, path: Path) -> WrittenPartition:
         preview = self.preview if self.preview is not None else self.schema.empty_table().to_pandas()
-        return WrittenPartition(path, self.rows, self.schema, preview, self.sums, self.ranges)
+        return WrittenPartition(
+            path, self.rows, self.schema, preview, self.sums, self.ranges, dict(self.nulls), dict(self.non_finite)
+        )
 
 
 def write_tables_atomic(
-    tables: Iterable[pa.Table], schema: pa.Schema, path: Path, summary: SummaryColumns = SummaryColumns()
+    tables: Iterable[pa.Table],
+    schema: pa.Schema,
+    path: Path,
+    summary: SummaryColumns = SummaryColumns(),
+    facts: Mapping[str, Any] | None = None,
 ) -> WrittenPartition:
-    """Stream `tables` into one parquet file (a row group or more per table), atomically."""
+    """Stream `tables` into one parquet file (a row group or more per table), atomically, and
+    its summary (with the writer's `facts`) beside it."""
     totals = _WriteSummary(schema, summary)
 
     def write(tmp: Path) -> None:
@@ -226,7 +348,9 @@ def write_tables_atomic(
                 totals.add(table)
 
     atomic_write_bytes(path, write)
-    return totals.result(path)
+    written = totals.result(path)
+    write_summary(written, facts)
+    return written
 
 
 class StagedPartition:
@@ -258,9 +382,11 @@ class StagedPartition:
             self.writer = None
         return self.totals.result(self.path)
 
-    def commit(self) -> WrittenPartition:
+    def commit(self, facts: Mapping[str, Any] | None = None) -> WrittenPartition:
+        """Put the file in place, then its summary (with the writer's `facts`) beside it."""
         written = self.close()
         os.replace(self.tmp, self.path)
+        write_summary(written, facts)
         return written
 
     def discard(self) -> None:
@@ -515,6 +641,12 @@ class PartitionStore(ConfigurableResource):
         """Rows of a stored partition from its footer (no data read)."""
         return pq.ParquetFile(self.existing_path(asset, partition)).metadata.num_rows
 
+    def read_summary(self, asset: AssetKey | str, partition: str | None) -> PartitionSummary | None:
+        """The stored summary of a materialized partition (FileNotFoundError naming it when the
+        partition is absent), or None when it has none that describes its file as it is now:
+        written by an older tabml, or the file replaced since. Callers then read the file."""
+        return read_summary_of(self.existing_path(asset, partition))
+
     def write_frame(self, asset: AssetKey | str, partition: str | None, frame: pd.DataFrame) -> Path:
         """Replace the partition's file with `frame`, atomically."""
         path = self.path(asset, partition)
@@ -528,9 +660,10 @@ class PartitionStore(ConfigurableResource):
         tables: Iterable[pa.Table],
         schema: pa.Schema,
         summary: SummaryColumns = SummaryColumns(),
+        facts: Mapping[str, Any] | None = None,
     ) -> WrittenPartition:
-        """Stream `tables` into the partition's file, atomically."""
-        return write_tables_atomic(tables, schema, self.path(asset, partition), summary)
+        """Stream `tables` into the partition's file, atomically, with its summary beside it."""
+        return write_tables_atomic(tables, schema, self.path(asset, partition), summary, facts)
 
     def stage(
         self,
