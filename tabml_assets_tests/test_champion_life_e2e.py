@@ -191,6 +191,8 @@ def show_in_browser(server: DagsterDev) -> None:
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`, as `make test` does)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     expect = playwright_api.expect
+    # `expect` keeps its own 5 s default, which a loaded 2-core machine overruns while the UI loads.
+    expect.set_options(timeout=60_000)
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]

@@ -21,6 +21,7 @@ from tabml_assets.ml.spark_jobs import shared_with_executors
 from tabml_assets.resources import build_partition_store, build_resources
 from tabml_assets.resources.spark import SparkSessionResource
 from tabml_assets.resources.storage import (
+    SUMMARY_SUFFIX,
     PartitionStore,
     SummaryColumns,
 )
@@ -97,8 +98,9 @@ def test_features_of_a_million_rows_are_identical_on_spark(
     assert len(on_spark) == MILLION
     # Same rows in the same order, same dtypes (timestamps stay naive microseconds).
     pd.testing.assert_frame_equal(on_spark, pandas_path, rtol=0, atol=1e-9)
-    # Spark's part files were compacted into the partition file and removed.
-    assert sorted(p.name for p in written.path.parent.iterdir()) == [f"{DAY}.parquet"]
+    # Spark's part files were compacted into the partition file and removed; beside it only
+    # the partition's summary, which the checks read.
+    assert sorted(p.name for p in written.path.parent.iterdir()) == [f"{DAY}.parquet", f"{DAY}{SUMMARY_SUFFIX}"]
 
 
 def test_predictions_of_a_million_rows_are_identical_on_spark(

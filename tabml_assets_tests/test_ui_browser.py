@@ -102,6 +102,8 @@ def test_ui_materializes_the_demo_and_renders_the_step_card(seeded_ui: tuple[Dag
     # the never-worse gate on any day the test runs (a later window may well be worse).
     partition = plan.training_day.isoformat()
     expect = playwright_api.expect
+    # `expect` keeps its own 5 s default, which a loaded 2-core machine overruns while the UI loads.
+    expect.set_options(timeout=60_000)
 
     # 1. The asset graph: every group and every asset of the pipeline renders.
     page.goto(f"{server.url}/asset-groups")
