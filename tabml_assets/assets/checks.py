@@ -787,8 +787,8 @@ def build_realized_accuracy_check(spec: LoadedSpec) -> AssetChecksDefinition:
                 # Only what matching and the metrics use: the row identity, the label, the predictions.
                 names = store.read_schema(pipeline_keys.batch_predictions, key).names
                 predicted = [c for c in names if c == PREDICTION_COLUMN or c.startswith(f"{PROBABILITY_COLUMN}_")]
-                scored = store.read_frame(pipeline_keys.batch_predictions, key, [*identity, *predicted])
-                features = store.read_frame(pipeline_keys.features, key, list(dict.fromkeys([*identity, target])))
+                scored = store.iter_frames(pipeline_keys.batch_predictions, key, columns=[*identity, *predicted])
+                features = store.iter_frames(pipeline_keys.features, key, columns=list(dict.fromkeys([*identity, target])))
                 realized = realized_accuracy(scored, features, pipeline, spec.steps)
             metadata: dict[str, Any] = {
                 "scored_rows": realized.scored_rows,

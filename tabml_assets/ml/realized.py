@@ -3,12 +3,18 @@
 Scoring rows usually carry no label. When the day is re-ingested with its labels, its feature
 rows hold the target; matched to the predictions by row identity (the dataset's unique key,
 else the event time and the model inputs), they give the metrics the model really reached.
+
+Both partitions are read batch by batch: the labels are kept as a sorted 64-bit hash of each
+row's identity, and each batch of predictions is matched against them, so a day of ten
+million rows is matched without a pandas merge of both frames (several GB).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from tabml_assets.ml.metrics import Predictions, metrics_for
@@ -55,18 +61,68 @@ def stored_predictions(scored: pd.DataFrame, pipeline: PipelineSpec, target: pd.
     )
 
 
+def identity_hashes(frame: pd.DataFrame, identity: list[str]) -> np.ndarray:
+    return pd.util.hash_pandas_object(frame[identity], index=False).to_numpy()
+
+
+@dataclass(frozen=True)
+class ArrivedLabels:
+    """The labelled rows of a day by identity hash, sorted; a later row of an identity wins,
+    as a re-ingested row replaces the one before."""
+
+    hashes: np.ndarray
+    labels: pd.Series
+
+    @classmethod
+    def of(cls, features: Iterable[pd.DataFrame], identity: list[str], target: str) -> ArrivedLabels:
+        hashes, labels = [], []
+        for frame in features:
+            known = frame[frame[target].notna()]
+            hashes.append(identity_hashes(known, identity))
+            labels.append(known[target])
+        if not hashes:
+            return cls(np.empty(0, dtype="uint64"), pd.Series([], dtype="float64"))
+        every = np.concatenate(hashes)
+        order = np.argsort(every, kind="stable")
+        ordered = every[order]
+        last = np.r_[ordered[1:] != ordered[:-1], True] if len(ordered) else np.zeros(0, dtype=bool)
+        label_values = pd.concat(labels, ignore_index=True)
+        return cls(ordered[last], label_values.iloc[order[last]].reset_index(drop=True))
+
+    def matched(self, scored: pd.DataFrame, identity: list[str], target: str) -> pd.DataFrame:
+        """The scored rows that have a label, with it as `target`."""
+        scored = scored.drop(columns=[target], errors="ignore")
+        if not len(self.hashes) or scored.empty:
+            return scored.iloc[:0].assign(**{target: self.labels.iloc[:0]})
+        wanted = identity_hashes(scored, identity)
+        position = np.minimum(np.searchsorted(self.hashes, wanted), len(self.hashes) - 1)
+        found = self.hashes[position] == wanted
+        # The identity has done its work: only the predictions and the label are kept.
+        matched = scored.loc[found, [c for c in scored.columns if c not in identity]].reset_index(drop=True)
+        matched[target] = self.labels.iloc[position[found]].to_numpy()
+        return matched
+
+
 def realized_accuracy(
-    scored: pd.DataFrame, features: pd.DataFrame, pipeline: PipelineSpec, steps: ProjectSteps
+    scored: pd.DataFrame | Iterable[pd.DataFrame],
+    features: pd.DataFrame | Iterable[pd.DataFrame],
+    pipeline: PipelineSpec,
+    steps: ProjectSteps,
 ) -> RealizedAccuracy:
-    """The day's predictions scored against the labels its feature rows hold now."""
+    """The day's predictions scored against the labels its feature rows hold now (frames, or
+    a partition's frames batch by batch)."""
     target = pipeline.target_column
     identity = identity_columns(pipeline)
-    labels = features.loc[features[target].notna(), [*identity, target]].drop_duplicates(identity, keep="last")
-    matched = scored.drop(columns=[target], errors="ignore").merge(labels, on=identity, how="inner")
+    arrived = ArrivedLabels.of([features] if isinstance(features, pd.DataFrame) else features, identity, target)
+    scored_rows, parts = 0, []
+    for batch in [scored] if isinstance(scored, pd.DataFrame) else scored:
+        scored_rows += len(batch)
+        parts.append(arrived.matched(batch, identity, target))
+    matched = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if matched.empty:
-        return RealizedAccuracy(len(scored), 0, {})
+        return RealizedAccuracy(scored_rows, 0, {})
     y_true = matched[target]
     values = target_values(matched, pipeline)
     predictions = stored_predictions(matched, pipeline, y_true)
     metrics = metrics_for(pipeline.task, values, predictions, pipeline.target.positive_class, steps.metrics)
-    return RealizedAccuracy(len(scored), len(matched), metrics)
+    return RealizedAccuracy(scored_rows, len(matched), metrics)

@@ -396,9 +396,10 @@ class StagedPartition:
         self.tmp.unlink(missing_ok=True)
 
 
-def iter_parquet_frames(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The file's rows as DataFrames of at most `batch_rows` rows, with their stored dtypes."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+def iter_parquet_frames(path: Path, batch_rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The file's rows (of `columns`, or all) as DataFrames of at most `batch_rows` rows, with
+    their stored dtypes."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
         yield batch.to_pandas()
 
 
@@ -629,10 +630,12 @@ class PartitionStore(ConfigurableResource):
         return pq.read_table(self.existing_path(asset, partition), columns=columns).to_pandas()
 
     def iter_frames(
-        self, asset: AssetKey | str, partition: str | None, batch_rows: int | None = None
+        self, asset: AssetKey | str, partition: str | None, batch_rows: int | None = None,
+        columns: list[str] | None = None,
     ) -> Iterator[pd.DataFrame]:
-        """A stored partition's rows in frames of at most `batch_rows` (the store's batch size)."""
-        return iter_parquet_frames(self.existing_path(asset, partition), batch_rows or self.stream_batch_rows)
+        """A stored partition's rows (of `columns`, or all) in frames of at most `batch_rows`
+        (the store's batch size)."""
+        return iter_parquet_frames(self.existing_path(asset, partition), batch_rows or self.stream_batch_rows, columns)
 
     def read_schema(self, asset: AssetKey | str, partition: str | None) -> pa.Schema:
         return pq.read_schema(self.existing_path(asset, partition))

@@ -1,0 +1,54 @@
+"""Realized accuracy matched batch by batch gives what a merge of the whole day gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tabml_assets.ml.realized import identity_columns, realized_accuracy
+from tabml_assets.ml.scoring import PREDICTION_COLUMN
+from tabml_assets.spec import load_spec
+
+
+def test_batches_match_labels_like_a_merge_of_the_whole_day() -> None:
+    spec = load_spec("test")  # nyc_taxi: no unique key, so rows are identified by time and inputs
+    pipeline = spec.pipeline
+    identity = identity_columns(pipeline)
+    target = pipeline.target_column
+    rng = np.random.default_rng(0)
+    rows = 3000
+    features = pd.DataFrame({
+        column: rng.integers(0, 40, rows).astype("float64") for column in identity if column != pipeline.event_time
+    })
+    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + pd.to_timedelta(rng.integers(0, 86_400, rows), unit="s"))
+    features[target] = rng.normal(12, 3, rows)
+    features.loc[rng.random(rows) < 0.3, target] = np.nan  # not every label has arrived
+    scored = features[identity].copy()
+    scored[PREDICTION_COLUMN] = features[target].fillna(12) + rng.normal(0, 1, rows)
+    # A re-ingested row: the later label of the same identity wins.
+    features = pd.concat([features, features.iloc[[5]].assign(**{target: 99.0})], ignore_index=True)
+
+    whole = realized_accuracy(scored, features, pipeline, spec.steps)
+    batches = realized_accuracy(
+        (scored.iloc[i : i + 700] for i in range(0, rows, 700)),
+        (features.iloc[i : i + 500] for i in range(0, len(features), 500)),
+        pipeline, spec.steps,
+    )
+    labels = features[features[target].notna()].drop_duplicates(identity, keep="last")
+    merged = scored.merge(labels[[*identity, target]], on=identity, how="inner")
+    assert whole.scored_rows == batches.scored_rows == rows
+    assert whole.labelled_rows == batches.labelled_rows == len(merged)
+    expected_rmse = float(np.sqrt(np.mean((merged[PREDICTION_COLUMN] - merged[target]) ** 2)))
+    assert np.isclose(whole.metrics["rmse"], expected_rmse) and np.isclose(batches.metrics["rmse"], expected_rmse)
+
+
+def test_a_day_without_labels_matches_nothing() -> None:
+    spec = load_spec("test")
+    pipeline = spec.pipeline
+    identity = identity_columns(pipeline)
+    frame = pd.DataFrame({c: [1.0, 2.0] for c in identity if c != pipeline.event_time})
+    frame.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01"))
+    scored = frame.assign(**{PREDICTION_COLUMN: [3.0, 4.0]})
+    unlabelled = frame.assign(**{pipeline.target_column: [np.nan, np.nan]})
+    realized = realized_accuracy(scored, unlabelled, pipeline, spec.steps)
+    assert (realized.scored_rows, realized.labelled_rows, realized.metrics) == (2, 0, {})
