@@ -174,6 +174,11 @@ def duplicate_rows(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.Series:
     return frame[columns].duplicated(keep="first")
 
 
+def row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash of each row's `columns`: how rows are keyed without keeping them."""
+    return pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+
+
 class DuplicateTracker:
     """`duplicate_rows` across the batches of one day: a row repeating the key of any earlier
     row of the day, in an earlier batch or its own, is a duplicate.
@@ -191,7 +196,7 @@ class DuplicateTracker:
         """Which rows of `frame` (the day's next batch) repeat an earlier row's key."""
         if frame.empty:
             return pd.Series(False, index=frame.index)
-        hashes = pd.util.hash_pandas_object(frame[self.columns], index=False).to_numpy()
+        hashes = row_hashes(frame, self.columns)
         repeated = pd.Series(hashes).duplicated(keep="first").to_numpy()
         # Sorted lookups walk the seen keys in order, which keeps them in cache.
         order = np.argsort(hashes)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tabml_assets.ml.metrics import Predictions, metrics_for
+from tabml_assets.ml.quality import row_hashes
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, PROBABILITY_COLUMN
 from tabml_assets.ml.training import label_array, target_values
 from tabml_assets.spec import PipelineSpec
@@ -61,10 +62,6 @@ def stored_predictions(scored: pd.DataFrame, pipeline: PipelineSpec, target: pd.
     )
 
 
-def identity_hashes(frame: pd.DataFrame, identity: list[str]) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame[identity], index=False).to_numpy()
-
-
 @dataclass(frozen=True)
 class ArrivedLabels:
     """The labelled rows of a day by identity hash, sorted; a later row of an identity wins,
@@ -78,7 +75,7 @@ class ArrivedLabels:
         hashes, labels = [], []
         for frame in features:
             known = frame[frame[target].notna()]
-            hashes.append(identity_hashes(known, identity))
+            hashes.append(row_hashes(known, identity))
             labels.append(known[target])
         if not hashes:
             return cls(np.empty(0, dtype="uint64"), pd.Series([], dtype="float64"))
@@ -94,7 +91,7 @@ class ArrivedLabels:
         scored = scored.drop(columns=[target], errors="ignore")
         if not len(self.hashes) or scored.empty:
             return scored.iloc[:0].assign(**{target: self.labels.iloc[:0]})
-        wanted = identity_hashes(scored, identity)
+        wanted = row_hashes(scored, identity)
         position = np.minimum(np.searchsorted(self.hashes, wanted), len(self.hashes) - 1)
         found = self.hashes[position] == wanted
         # The identity has done its work: only the predictions and the label are kept.
