@@ -112,6 +112,8 @@ def bare_end_to_end(args: dict[str, Any]) -> dict[str, Any]:
         estimator_params=args["estimator_params"],
         pip_requirements=args["pip_requirements"],
         gate=tuple(args["gate"]),
+        categorical=tuple(args["categorical"]),
+        refit_on_validation=args["refit_on_validation"],
     )
 
 

@@ -250,6 +250,8 @@ class Bench:
         files = [*self.training_files(), self.scoring_file()]
         criteria = spec.pipeline.validation.criteria
         gate = (criteria["rmse"].max, criteria["r2"].min)
+        if spec.pipeline.split.early_stopping_rounds is not None:
+            raise CaseFailed("the bare script fits without early stopping; the spec sets split.early_stopping_rounds")
         tabml_runs, bare_runs = [], []
         for repeat in range(self.sizes.repeats):
             tabml_ws = ws.create_workspace(self.work, f"e2e_tabml_{repeat}")
@@ -270,6 +272,8 @@ class Bench:
                 "estimator_params": spec.pipeline.estimator.params,
                 "pip_requirements": pip_requirements_for(None),  # the model argument is not used
                 "gate": gate,
+                "categorical": spec.pipeline.categorical_columns,
+                "refit_on_validation": spec.pipeline.split.refit_on_validation,
             }
             bare_runs.append(self.run("bare_end_to_end", bare_args, profile="end_to_end_bare" if repeat == 0 else None))
             if tabml_runs[-1].ok and self._scoring_workspace is None:
