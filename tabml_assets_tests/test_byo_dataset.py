@@ -251,6 +251,8 @@ def test_a_dataset_tabml_has_never_seen_runs_end_to_end(
     [record] = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
     evaluation = record.event.dagster_event.event_specific_data
     assert evaluation.metadata["labelled_rows"].value == evaluation.metadata["scored_rows"].value == 120
+    # Re-ingested since scored: the labels come from the features, matched by row identity.
+    assert evaluation.metadata["read_from"].value == "batch_predictions matched to features"
     assert evaluation.metadata["realized_rmse"].value == pytest.approx(np.sqrt(np.mean(errors**2)), rel=1e-6)
 
 

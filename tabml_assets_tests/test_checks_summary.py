@@ -151,6 +151,18 @@ def test_a_summary_of_a_file_replaced_since_is_not_used(tmp_path: Path) -> None:
     assert store.read_summary("things", "d") is None
 
 
+def test_a_transformed_partition_knows_whether_its_source_changed_since(tmp_path: Path) -> None:
+    store = PartitionStore(root=str(tmp_path))
+    store.write_frame("inputs", "d", pd.DataFrame({"value": [1.0, 2.0]}))
+    store.transform_partition("inputs", "outputs", "d", lambda frame: frame.assign(doubled=frame["value"] * 2))
+    assert store.derived_from_current("outputs", "inputs", "d")
+
+    # The input day is re-ingested: the outputs describe the file that was there before.
+    store.write_frame("inputs", "d", pd.DataFrame({"value": [1.0, 2.0]}))
+    assert not store.derived_from_current("outputs", "inputs", "d")
+    assert not store.derived_from_current("outputs", "inputs", "e")
+
+
 # The checks on summaries, and without them ---------------------------------------------------
 
 
@@ -161,6 +173,9 @@ def test_checks_read_the_summaries_and_find_what_a_full_read_finds(
     sources = read_from(scored)
     assert {"raw_schema", "raw_no_nulls", "raw_value_ranges", "features_columns", "features_finite",
             "predictions_one_per_row", "predictions_plausible_range"} <= set(sources)
+    # The day's labels came with it: realized accuracy reads them from the predictions, which
+    # were scored from the features as they still are.
+    assert sources.pop("predictions_realized_accuracy") == "batch_predictions (features unchanged since scoring)"
     assert set(sources.values()) == {"partition summary"}
     assert [name for name, (passed, _, _) in on_summaries.items() if not passed] == []
     quarantine = on_summaries["raw_quarantine"][2]
@@ -173,7 +188,8 @@ def test_checks_read_the_summaries_and_find_what_a_full_read_finds(
     rerun = run_checks(test_defs, instance, partition_checks(test_defs, test_spec), DAYS[0])
 
     assert set(read_from(rerun).values()) <= {
-        "partition file (no current summary)", "prediction column of the partition file"
+        "partition file (no current summary)", "prediction column of the partition file",
+        "batch_predictions matched to features",
     }
     assert check_evaluations(rerun) == on_summaries
 

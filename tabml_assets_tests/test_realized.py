@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tabml_assets.ml.realized import identity_columns, realized_accuracy
+from tabml_assets.ml.realized import (
+    identity_columns,
+    last_labelled_row_of_identity,
+    realized_accuracy,
+    realized_accuracy_of_own_labels,
+)
 from tabml_assets.ml.scoring import PREDICTION_COLUMN
 from tabml_assets.spec import load_spec
 
@@ -52,3 +57,36 @@ def test_a_day_without_labels_matches_nothing() -> None:
     unlabelled = frame.assign(**{pipeline.target_column: [np.nan, np.nan]})
     realized = realized_accuracy(scored, unlabelled, pipeline, spec.steps)
     assert (realized.scored_rows, realized.labelled_rows, realized.metrics) == (2, 0, {})
+
+
+def test_each_row_takes_the_last_label_of_its_identity() -> None:
+    hashes = np.array([5, 3, 5, 3, 7, 5], dtype="uint64")
+    labelled = np.array([True, False, True, False, False, False])
+    # Identity 5: rows 0 and 2 labelled, the later wins for all three; 3 and 7 have none.
+    assert last_labelled_row_of_identity(hashes, labelled).tolist() == [2, -1, 2, -1, -1, 2]
+    assert last_labelled_row_of_identity(np.array([], dtype="uint64"), np.array([], dtype=bool)).tolist() == []
+
+
+def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gives() -> None:
+    spec = load_spec("test")
+    pipeline = spec.pipeline
+    identity = identity_columns(pipeline)
+    target = pipeline.target_column
+    rng = np.random.default_rng(1)
+    rows = 2000
+    features = pd.DataFrame({
+        column: rng.integers(0, 3, rows).astype("float64") for column in identity if column != pipeline.event_time
+    })
+    # Few distinct times and inputs: many rows share an identity, some with different labels.
+    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + pd.to_timedelta(rng.integers(0, 3, rows), unit="h"))
+    features[target] = rng.normal(12, 3, rows)
+    features.loc[rng.random(rows) < 0.4, target] = np.nan
+    # The predictions file as scoring writes it: every feature row, in order, with its columns.
+    scored = features.assign(**{PREDICTION_COLUMN: rng.normal(12, 3, rows)})
+    assert scored.duplicated(identity).sum() > 100
+
+    matched = realized_accuracy(scored.drop(columns=[target]), features, pipeline, spec.steps)
+    own = realized_accuracy_of_own_labels((scored.iloc[i : i + 300] for i in range(0, rows, 300)), pipeline, spec.steps)
+    assert (own.scored_rows, own.labelled_rows) == (matched.scored_rows, matched.labelled_rows) == (rows, own.labelled_rows)
+    assert 0 < own.labelled_rows < rows
+    assert own.metrics == matched.metrics

@@ -57,7 +57,12 @@ from tabml_assets.ml.quality import (
     rules_digest,
     schema_problems,
 )
-from tabml_assets.ml.realized import RealizedAccuracy, identity_columns, realized_accuracy
+from tabml_assets.ml.realized import (
+    RealizedAccuracy,
+    identity_columns,
+    realized_accuracy,
+    realized_accuracy_of_own_labels,
+)
 from tabml_assets.ml.schema import raw_schema
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, PROBABILITY_COLUMN, probability_column
 from tabml_assets.resources.model_registry import CHAMPION, ModelRegistry, ModelVersionRef
@@ -783,14 +788,24 @@ def build_realized_accuracy_check(spec: LoadedSpec) -> AssetChecksDefinition:
             if features_summary is not None and features_summary.null_counts.get(target) == features_summary.rows:
                 # No label has arrived: nothing to match, so the rows need not be read.
                 realized = RealizedAccuracy(store.row_count(pipeline_keys.batch_predictions, key), 0, {})
+                read_from = "features summary (no labels yet)"
             else:
                 # Only what matching and the metrics use: the row identity, the label, the predictions.
                 names = store.read_schema(pipeline_keys.batch_predictions, key).names
                 predicted = [c for c in names if c == PREDICTION_COLUMN or c.startswith(f"{PROBABILITY_COLUMN}_")]
-                scored = store.iter_frames(pipeline_keys.batch_predictions, key, columns=[*identity, *predicted])
-                features = store.iter_frames(pipeline_keys.features, key, columns=list(dict.fromkeys([*identity, target])))
-                realized = realized_accuracy(scored, features, pipeline, spec.steps)
+                if target in names and store.derived_from_current(pipeline_keys.batch_predictions, pipeline_keys.features, key):
+                    # The features have not changed since they were scored: the predictions hold
+                    # their rows, in order, with the labels they hold now.
+                    own = store.iter_frames(pipeline_keys.batch_predictions, key, columns=[*identity, *predicted, target])
+                    realized = realized_accuracy_of_own_labels(own, pipeline, spec.steps)
+                    read_from = "batch_predictions (features unchanged since scoring)"
+                else:
+                    scored = store.iter_frames(pipeline_keys.batch_predictions, key, columns=[*identity, *predicted])
+                    features = store.iter_frames(pipeline_keys.features, key, columns=list(dict.fromkeys([*identity, target])))
+                    realized = realized_accuracy(scored, features, pipeline, spec.steps)
+                    read_from = "batch_predictions matched to features"
             metadata: dict[str, Any] = {
+                "read_from": MetadataValue.text(read_from),
                 "scored_rows": realized.scored_rows,
                 "labelled_rows": realized.labelled_rows,
                 **{f"realized_{m}": MetadataValue.float(v) for m, v in realized.metrics.items()},

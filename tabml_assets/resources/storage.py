@@ -245,6 +245,17 @@ class WrittenPartition:
         )
 
 
+# The summary fact naming the file a transformed partition was computed from, as it was then.
+SOURCE_FILE_FACT = "source_file"
+
+
+def file_identity(path: Path) -> dict[str, int]:
+    """Size and modification time: what tells a later reader a file is still the one it was
+    (an atomic replace is a new file with its own mtime)."""
+    stat = path.stat()
+    return {"file_size": stat.st_size, "file_mtime_ns": stat.st_mtime_ns}
+
+
 def summary_path(path: Path) -> Path:
     """<partition>.summary.json beside <partition>.parquet."""
     return path.with_name(path.name.removesuffix(".parquet") + SUMMARY_SUFFIX)
@@ -457,10 +468,12 @@ def stream_transform_parquet(
     """
     shared = dict(shared or {})
     what = f"{target} (from {source})"
+    # Before the first read: a source replaced while it is read no longer matches.
+    facts = {SOURCE_FILE_FACT: file_identity(source)}
     frames = iter_parquet_frames(source, batch_rows)
     first_input = next(frames, None)
     if first_input is None:
-        return write_tables_atomic([], schema_of_frame(transform(empty_frame_of(source), **shared)), target)
+        return write_tables_atomic([], schema_of_frame(transform(empty_frame_of(source), **shared)), target, facts=facts)
     first = transform(first_input, **shared)
     schema = schema_of_frame(first)
 
@@ -469,7 +482,7 @@ def stream_transform_parquet(
         for frame in frames:
             yield frame_to_table(transform(frame, **shared), schema, what)
 
-    return write_tables_atomic(tables(), schema, target, summary)
+    return write_tables_atomic(tables(), schema, target, summary, facts)
 
 
 def compact_parquet_parts(
@@ -478,6 +491,7 @@ def compact_parquet_parts(
     schema: pa.Schema,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     summary: SummaryColumns = SummaryColumns(),
+    facts: Mapping[str, Any] | None = None,
 ) -> WrittenPartition:
     """Stream a Spark output folder's part files, in task order, into one file atomically."""
     if not (parts_dir / "_SUCCESS").exists():
@@ -494,7 +508,7 @@ def compact_parquet_parts(
                 table = pa.Table.from_batches([batch]).select(schema.names)
                 yield table.cast(schema)
 
-    return write_tables_atomic(tables(), schema, target, summary)
+    return write_tables_atomic(tables(), schema, target, summary, facts)
 
 
 def spark_transform_parquet(
@@ -515,6 +529,7 @@ def spark_transform_parquet(
     from tabml_assets.ml.spark_jobs import map_parquet_with_spark
 
     shared = dict(shared or {})
+    facts = {SOURCE_FILE_FACT: file_identity(source)}
     sample = head_frame_of(source, 1_000)
     if len(sample) == 0:
         # Nothing to distribute: the pandas path writes the empty file with the same schema.
@@ -523,7 +538,7 @@ def spark_transform_parquet(
     parts_dir = target.parent / f"{temp_prefix(target)}spark-{uuid.uuid4().hex}.tmp"
     try:
         map_parquet_with_spark(session, str(source), str(parts_dir), transform, shared, schema)
-        return compact_parquet_parts(parts_dir, target, schema, batch_rows, summary)
+        return compact_parquet_parts(parts_dir, target, schema, batch_rows, summary, facts)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
 
@@ -649,6 +664,15 @@ class PartitionStore(ConfigurableResource):
         partition is absent), or None when it has none that describes its file as it is now:
         written by an older tabml, or the file replaced since. Callers then read the file."""
         return read_summary_of(self.existing_path(asset, partition))
+
+    def derived_from_current(self, target_asset: AssetKey | str, source_asset: AssetKey | str, partition: str) -> bool:
+        """Whether `target_asset`'s partition was transformed (`transform_partition`) from
+        `source_asset`'s file as that file is now: neither replaced since."""
+        target, source = self.path(target_asset, partition), self.path(source_asset, partition)
+        if not (target.exists() and source.exists()):
+            return False
+        summary = read_summary_of(target)
+        return summary is not None and summary.facts.get(SOURCE_FILE_FACT) == file_identity(source)
 
     def write_frame(self, asset: AssetKey | str, partition: str | None, frame: pd.DataFrame) -> Path:
         """Replace the partition's file with `frame`, atomically."""
