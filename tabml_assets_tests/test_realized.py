@@ -65,6 +65,8 @@ def test_each_row_takes_the_last_label_of_its_identity() -> None:
     # Identity 5: rows 0 and 2 labelled, the later wins for all three; 3 and 7 have none.
     assert last_labelled_row_of_identity(hashes, labelled).tolist() == [2, -1, 2, -1, -1, 2]
     assert last_labelled_row_of_identity(np.array([], dtype="uint64"), np.array([], dtype=bool)).tolist() == []
+    # Every identity once: each row's own label, or none.
+    assert last_labelled_row_of_identity(np.array([9, 4, 6], dtype="uint64"), np.array([True, False, True])).tolist() == [0, -1, 2]
 
 
 def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gives() -> None:

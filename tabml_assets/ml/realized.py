@@ -10,8 +10,8 @@ million rows is matched without a pandas merge of both frames (several GB).
 
 When the feature rows have not changed since they were scored, the predictions file holds them
 in the same order with the labels they hold now, so the predictions alone give the same answer
-with each row hashed once (`realized_accuracy_of_own_labels`): about a third of the time
-for a 10M-row day (20.6 s -> 7.6 s measured side by side).
+with each row hashed once (`realized_accuracy_of_own_labels`): about a quarter of the time
+for a 10M-row day (20.6 s -> 4.7 s measured side by side).
 """
 
 from __future__ import annotations
@@ -120,15 +120,15 @@ def last_labelled_row_of_identity(hashes: np.ndarray, labelled: np.ndarray) -> n
     hash, itself or another, or -1 when no row of that identity has a label."""
     if not len(hashes):
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(hashes, kind="stable")  # stable: rows of one identity stay in file order
+    # Any sort will do (a third of a stable one's time): "last" is the largest row index among
+    # an identity's labelled rows, whatever their order in the sort.
+    order = np.argsort(hashes)
     ordered = hashes[order]
     new_identity = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = np.cumsum(new_identity) - 1
-    labelled_position = np.where(labelled[order], np.arange(len(order)), -1)
-    last_in_group = np.maximum.reduceat(labelled_position, np.flatnonzero(new_identity))
-    source = last_in_group[group]  # per sorted position
+    labelled_index = np.where(labelled[order], order, -1)
+    last_of_identity = np.maximum.reduceat(labelled_index, np.flatnonzero(new_identity))
     result = np.empty(len(order), dtype=np.int64)
-    result[order] = np.where(source >= 0, order[np.maximum(source, 0)], -1)
+    result[order] = last_of_identity[np.cumsum(new_identity) - 1]
     return result
 
 
