@@ -290,7 +290,9 @@ def validate_raw_rows(
         bad |= hit
     if earlier_reasons is not None:
         earlier = earlier_reasons.to_numpy(dtype=object)
-        bad |= pd.notna(earlier) & (earlier != "")
+        # A missing value is no problem, as "" is; only the (few) non-empty ones are looked at.
+        written = np.flatnonzero(earlier != "")
+        bad[written[pd.notna(earlier[written])]] = True
     # Reasons are joined for the quarantined rows only: most rows pass, and text per row is
     # what costs.
     bad_rows = np.flatnonzero(bad)

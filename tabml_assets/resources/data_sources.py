@@ -92,6 +92,8 @@ FULL_READ_BYTES = 16 * 2**20
 # Rows per batch when a large file is skimmed or streamed into a day (see storage.DEFAULT_BATCH_ROWS).
 SKIM_BATCH_ROWS = 1_000_000
 INDEX_VERSION = 1
+# Days between a file's first and last event time up to which they are counted in an array.
+DAY_COUNT_SPAN = 100_000
 
 
 @functools.lru_cache(maxsize=32)
@@ -958,9 +960,21 @@ def load_landed_file(path: Path, dataset: DatasetSpec) -> LandedFile:
 
 def day_counts(event: pd.Series) -> dict[str, int]:
     """UTC day (partition key) -> rows, for timezone-naive UTC event times; missing ones left out."""
-    days = event.dropna().to_numpy().astype("datetime64[D]")
-    unique, counts = np.unique(days, return_counts=True)
-    return {str(day): int(count) for day, count in zip(unique, counts, strict=True)}
+    days = event.to_numpy().astype("datetime64[D]")
+    numbers = days[~np.isnat(days)].astype("int64")
+    if not numbers.size:
+        return {}
+    first = int(numbers.min())
+    if int(numbers.max()) - first > DAY_COUNT_SPAN:
+        # Event times centuries apart (a typo in a year): counted by sorting instead.
+        unique, counts = np.unique(numbers, return_counts=True)
+    else:
+        # Counting per day from the first beats sorting the rows (a file spans a few days).
+        per_day = np.bincount(numbers - first)
+        unique = np.flatnonzero(per_day)
+        counts = per_day[unique]
+        unique = unique + first
+    return {str(np.datetime64(int(day), "D")): int(count) for day, count in zip(unique, counts, strict=True)}
 
 
 def file_fingerprint(path: Path) -> str:
