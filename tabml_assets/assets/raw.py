@@ -87,7 +87,23 @@ def quarantine_schema(dataset: DatasetSpec) -> pa.Schema:
 
 
 def rows_per_file(rows: pd.DataFrame) -> dict[str, int]:
+    names = rows[SOURCE_FILE_COLUMN].to_numpy()
+    if len(names) and (names == names[0]).all():
+        # A batch comes from one file (every landed batch does): no hash table of 1M names.
+        return {str(names[0]): len(names)}
     return {str(name): int(n) for name, n in rows[SOURCE_FILE_COLUMN].value_counts(sort=False).items()}
+
+
+@dataclass(frozen=True)
+class DaySchemas:
+    """The file schemas of a day's raw_data and quarantine partitions, made once per run."""
+
+    stored: pa.Schema
+    quarantine: pa.Schema
+
+    @classmethod
+    def of(cls, dataset: DatasetSpec) -> "DaySchemas":
+        return cls(stored_schema(dataset), quarantine_schema(dataset))
 
 
 @dataclass
@@ -108,12 +124,14 @@ class DayIngest:
     examples: pd.DataFrame | None = None
 
     @classmethod
-    def start(cls, store: PartitionStore, keys: PipelineKeys, key: str, dataset: DatasetSpec) -> "DayIngest":
+    def start(
+        cls, store: PartitionStore, keys: PipelineKeys, key: str, dataset: DatasetSpec, schemas: DaySchemas
+    ) -> "DayIngest":
         ranges = SummaryColumns(ranges=(dataset.event_time,))
         return cls(
             key,
-            valid=store.stage(keys.raw_data, key, stored_schema(dataset), ranges),
-            quarantine=store.stage(keys.quarantine, key, quarantine_schema(dataset), ranges),
+            valid=store.stage(keys.raw_data, key, schemas.stored, ranges),
+            quarantine=store.stage(keys.quarantine, key, schemas.quarantine, ranges),
             duplicates=DuplicateTracker(dataset),
         )
 
@@ -284,8 +302,9 @@ def ingest_days(
         raise unusable_input(exc) from exc
     ingests: dict[str, DayIngest] = {}
     try:
+        schemas = DaySchemas.of(dataset)
         for key in partitions:
-            ingests[key] = DayIngest.start(store, keys, key, dataset)
+            ingests[key] = DayIngest.start(store, keys, key, dataset, schemas)
         for day, batch in run.batches:
             ingests[day.isoformat()].add(batch, dataset, now)
         for ingest in ingests.values():
