@@ -311,10 +311,10 @@ class _WriteSummary:
         for column in self.nulls:
             self.nulls[column] += table[column].null_count
         for column in self.floats:
-            # pandas' NaN arrives as null; a NaN arrow kept as a value is not finite either.
-            self.non_finite[column] += table[column].null_count + int(
-                pc.sum(pc.invert(pc.is_finite(table[column]))).as_py() or 0
-            )
+            # pandas' NaN arrives as null, and a NaN arrow kept as a value is not finite either:
+            # every row but the finite ones (is_finite is null on a null, which sum skips).
+            finite = pc.sum(pc.is_finite(table[column])).as_py()
+            self.non_finite[column] += table.num_rows - int(finite or 0)
         for column in self.range_columns:
             extremes = pc.min_max(table[column])
             low, high = extremes["min"].as_py(), extremes["max"].as_py()
