@@ -56,6 +56,7 @@ from tabml_assets.resources.data_sources import (
 )
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.storage import (
+    BackgroundWrites,
     PartitionStore,
     StagedPartition,
     SummaryColumns,
@@ -125,13 +126,19 @@ class DayIngest:
 
     @classmethod
     def start(
-        cls, store: PartitionStore, keys: PipelineKeys, key: str, dataset: DatasetSpec, schemas: DaySchemas
+        cls,
+        store: PartitionStore,
+        keys: PipelineKeys,
+        key: str,
+        dataset: DatasetSpec,
+        schemas: DaySchemas,
+        writes: BackgroundWrites,
     ) -> "DayIngest":
         ranges = SummaryColumns(ranges=(dataset.event_time,))
         return cls(
             key,
-            valid=store.stage(keys.raw_data, key, schemas.stored, ranges),
-            quarantine=store.stage(keys.quarantine, key, schemas.quarantine, ranges),
+            valid=store.stage(keys.raw_data, key, schemas.stored, ranges, writes),
+            quarantine=store.stage(keys.quarantine, key, schemas.quarantine, ranges, writes),
             duplicates=DuplicateTracker(dataset),
         )
 
@@ -143,8 +150,10 @@ class DayIngest:
             batch, dataset, partition_day(self.key), now, batch[READ_PROBLEMS_COLUMN], self.duplicates
         )
         quarantined = checked.quarantined[quarantine_columns(dataset)]
-        self.valid.write(frame_to_table(checked.valid, self.valid.schema, f"raw_data {self.key}"))
+        # The (small) quarantine first: the stored rows' write then runs while the next batch
+        # is read and validated.
         self.quarantine.write(frame_to_table(quarantined, self.quarantine.schema, f"raw_data_quarantine {self.key}"))
+        self.valid.write(frame_to_table(checked.valid, self.valid.schema, f"raw_data {self.key}"))
         self.delivered.update(rows_per_file(batch))
         self.quarantined.update(rows_per_file(quarantined))
         self.reasons.update(count_reasons(quarantined))
@@ -301,20 +310,22 @@ def ingest_days(
     except UnreadableFileError as exc:
         raise unusable_input(exc) from exc
     ingests: dict[str, DayIngest] = {}
-    try:
-        schemas = DaySchemas.of(dataset)
-        for key in partitions:
-            ingests[key] = DayIngest.start(store, keys, key, dataset, schemas)
-        for day, batch in run.batches:
-            ingests[day.isoformat()].add(batch, dataset, now)
-        for ingest in ingests.values():
-            ingest.valid.close()
-            ingest.quarantine.close()
-    except BaseException as exc:
-        discard(ingests)
-        if isinstance(exc, UnreadableFileError):
-            raise unusable_input(exc) from exc
-        raise
+    # Each batch is written while the next one is read and validated.
+    with BackgroundWrites() as writes:
+        try:
+            schemas = DaySchemas.of(dataset)
+            for key in partitions:
+                ingests[key] = DayIngest.start(store, keys, key, dataset, schemas, writes)
+            for day, batch in run.batches:
+                ingests[day.isoformat()].add(batch, dataset, now)
+            for ingest in ingests.values():
+                ingest.valid.close()
+                ingest.quarantine.close()
+        except BaseException as exc:
+            discard(ingests)
+            if isinstance(exc, UnreadableFileError):
+                raise unusable_input(exc) from exc
+            raise
     return {key: run.days[partition_day(key)] for key in partitions}, ingests
 
 

@@ -13,6 +13,7 @@ streams an upstream partition file through a pandas function batch by batch (or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -353,15 +356,56 @@ def write_tables_atomic(
     return written
 
 
+class BackgroundWrites:
+    """Parquet writes done in one background thread while the caller prepares its next batch.
+
+    One write is in flight at a time, so memory holds one more batch, never a queue of them.
+    Encoding a batch releases the GIL: with two cores, the next batch is read and validated
+    while the last one is written. A failed write raises at the next `submit` or `wait`.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabml-parquet-write")
+        self._pending: Future[None] | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(write)
+
+    def wait(self) -> None:
+        """Until the write in flight is done; raises its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> BackgroundWrites:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 class StagedPartition:
     """A partition file written batch by batch into a temporary beside its target, which only
     `commit` renames into place; `discard` removes it. Until then the stored partition is
-    untouched, so a run can refuse its input after reading all of it."""
+    untouched, so a run can refuse its input after reading all of it. With `writes`, batches
+    are written in its background thread (in order), and `close` waits for them."""
 
-    def __init__(self, path: Path, schema: pa.Schema, summary: SummaryColumns = SummaryColumns()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        summary: SummaryColumns = SummaryColumns(),
+        writes: BackgroundWrites | None = None,
+    ) -> None:
         self.path = path
         self.schema = schema
         self.totals = _WriteSummary(schema, summary)
+        self.writes = writes
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(path.parent)
         fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -371,12 +415,23 @@ class StagedPartition:
 
     def write(self, table: pa.Table) -> None:
         assert self.writer is not None, f"{self.path}: written after it was closed"
-        if table.num_rows:
-            self.writer.write_table(table)
-            self.totals.add(table)
+        if not table.num_rows:
+            return
+        if self.writes is None:
+            self._write_now(table)
+        else:
+            self.writes.submit(partial(self._write_now, table))
+
+    def _write_now(self, table: pa.Table) -> None:
+        assert self.writer is not None
+        self.writer.write_table(table)
+        self.totals.add(table)
 
     def close(self) -> WrittenPartition:
         """Finish the temporary file (still not in place); what it holds."""
+        if self.writes is not None:
+            # The writes are done in order, one at a time: this partition's last is the latest.
+            self.writes.wait()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -390,6 +445,10 @@ class StagedPartition:
         return written
 
     def discard(self) -> None:
+        if self.writes is not None:
+            with contextlib.suppress(Exception):
+                # The run already failed or refused its input: a failed write changes nothing.
+                self.writes.wait()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -674,9 +733,11 @@ class PartitionStore(ConfigurableResource):
         partition: str | None,
         schema: pa.Schema,
         summary: SummaryColumns = SummaryColumns(),
+        writes: BackgroundWrites | None = None,
     ) -> StagedPartition:
-        """A new version of the partition, written batch by batch and put in place by `commit`."""
-        return StagedPartition(self.path(asset, partition), schema, summary)
+        """A new version of the partition, written batch by batch (in `writes`' thread, when
+        given) and put in place by `commit`."""
+        return StagedPartition(self.path(asset, partition), schema, summary, writes)
 
     def read_record(self, asset: AssetKey | str, partition: str | None) -> Any:
         return json.loads(self.path(asset, partition, ".json").read_text())
