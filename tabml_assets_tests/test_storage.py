@@ -15,6 +15,7 @@ from dagster import AssetKey, build_input_context, build_output_context
 from tabml_assets.ml.features import FeatureTable
 from tabml_assets.ml.features import build_features as build_feature_table
 from tabml_assets.resources.storage import (
+    BackgroundWrites,
     PartitionedParquetIOManager,
     PartitionStore,
     SummaryColumns,
@@ -22,6 +23,7 @@ from tabml_assets.resources.storage import (
     UnsafePathError,
     atomic_write_bytes,
     compact_parquet_parts,
+    schema_of_frame,
     stream_transform_parquet,
     write_parquet_atomic,
     written_metadata,
@@ -233,3 +235,41 @@ def test_written_metadata_totals_a_range_run(store: PartitionStore, tmp_path: Pa
     assert columns[PICKUP] == "datetime64[us]" and columns["pickup_zip"] == "int64"
     earliest = dt.datetime.fromtimestamp(metadata["earliest_event_time"].value, dt.UTC)
     assert earliest.date() == dt.date(2026, 3, 2)
+
+
+def test_background_writes_store_the_same_partitions_and_raise_a_failed_write(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"value": [1.0, 2.0, float("nan")], "day": pd.to_datetime(["2026-03-01"] * 3)})
+    schema = schema_of_frame(frame)
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    inline, background = PartitionStore(root=str(tmp_path / "inline")), PartitionStore(root=str(tmp_path / "background"))
+    with BackgroundWrites() as writes:
+        staged = [background.stage("things", key, schema, writes=writes) for key in ("a", "b")]
+        for _ in range(3):
+            for partition in staged:  # interleaved, as a run's days arrive
+                partition.write(table)
+        written = [partition.commit({"n": 1}) for partition in staged]
+    expected = inline.stage("things", "a", schema)
+    for _ in range(3):
+        expected.write(table)
+    expected.commit({"n": 1})
+    for key, result in zip(("a", "b"), written, strict=True):
+        assert result.rows == 9 and result.non_finite_counts == {"value": 3}
+        assert pq.read_table(background.path("things", key)).equals(pq.read_table(inline.path("things", "a")))
+        stored, reference = background.read_summary("things", key), inline.read_summary("things", "a")
+        assert stored is not None and reference is not None
+        assert stored.model_dump(exclude={"file_mtime_ns"}) == reference.model_dump(exclude={"file_mtime_ns"})
+
+    # A batch the file cannot take fails in the background thread: the error reaches the
+    # caller, and the discarded partition leaves nothing behind.
+    other = pa.table({"other": [1]})
+    with pytest.raises(ValueError, match="schema"), BackgroundWrites() as writes:
+        failing = background.stage("things", "c", schema, writes=writes)
+        failing.write(other)
+        try:
+            failing.close()
+        finally:
+            failing.discard()
+    assert not background.exists("things", "c")
+    assert sorted(p.name for p in (tmp_path / "background" / "things").iterdir()) == [
+        "a.parquet", "a.summary.json", "b.parquet", "b.summary.json",
+    ]

@@ -56,6 +56,7 @@ from tabml_assets.resources.data_sources import (
 )
 from tabml_assets.resources.retries import build_retry_policy, transient_errors_only
 from tabml_assets.resources.storage import (
+    BackgroundWrites,
     PartitionStore,
     StagedPartition,
     SummaryColumns,
@@ -87,7 +88,23 @@ def quarantine_schema(dataset: DatasetSpec) -> pa.Schema:
 
 
 def rows_per_file(rows: pd.DataFrame) -> dict[str, int]:
+    names = rows[SOURCE_FILE_COLUMN].to_numpy()
+    if len(names) and (names == names[0]).all():
+        # A batch comes from one file (every landed batch does): no hash table of 1M names.
+        return {str(names[0]): len(names)}
     return {str(name): int(n) for name, n in rows[SOURCE_FILE_COLUMN].value_counts(sort=False).items()}
+
+
+@dataclass(frozen=True)
+class DaySchemas:
+    """The file schemas of a day's raw_data and quarantine partitions, made once per run."""
+
+    stored: pa.Schema
+    quarantine: pa.Schema
+
+    @classmethod
+    def of(cls, dataset: DatasetSpec) -> "DaySchemas":
+        return cls(stored_schema(dataset), quarantine_schema(dataset))
 
 
 @dataclass
@@ -108,12 +125,20 @@ class DayIngest:
     examples: pd.DataFrame | None = None
 
     @classmethod
-    def start(cls, store: PartitionStore, keys: PipelineKeys, key: str, dataset: DatasetSpec) -> "DayIngest":
+    def start(
+        cls,
+        store: PartitionStore,
+        keys: PipelineKeys,
+        key: str,
+        dataset: DatasetSpec,
+        schemas: DaySchemas,
+        writes: BackgroundWrites,
+    ) -> "DayIngest":
         ranges = SummaryColumns(ranges=(dataset.event_time,))
         return cls(
             key,
-            valid=store.stage(keys.raw_data, key, stored_schema(dataset), ranges),
-            quarantine=store.stage(keys.quarantine, key, quarantine_schema(dataset), ranges),
+            valid=store.stage(keys.raw_data, key, schemas.stored, ranges, writes),
+            quarantine=store.stage(keys.quarantine, key, schemas.quarantine, ranges, writes),
             duplicates=DuplicateTracker(dataset),
         )
 
@@ -125,8 +150,10 @@ class DayIngest:
             batch, dataset, partition_day(self.key), now, batch[READ_PROBLEMS_COLUMN], self.duplicates
         )
         quarantined = checked.quarantined[quarantine_columns(dataset)]
-        self.valid.write(frame_to_table(checked.valid, self.valid.schema, f"raw_data {self.key}"))
+        # The (small) quarantine first: the stored rows' write then runs while the next batch
+        # is read and validated.
         self.quarantine.write(frame_to_table(quarantined, self.quarantine.schema, f"raw_data_quarantine {self.key}"))
+        self.valid.write(frame_to_table(checked.valid, self.valid.schema, f"raw_data {self.key}"))
         self.delivered.update(rows_per_file(batch))
         self.quarantined.update(rows_per_file(quarantined))
         self.reasons.update(count_reasons(quarantined))
@@ -283,19 +310,22 @@ def ingest_days(
     except UnreadableFileError as exc:
         raise unusable_input(exc) from exc
     ingests: dict[str, DayIngest] = {}
-    try:
-        for key in partitions:
-            ingests[key] = DayIngest.start(store, keys, key, dataset)
-        for day, batch in run.batches:
-            ingests[day.isoformat()].add(batch, dataset, now)
-        for ingest in ingests.values():
-            ingest.valid.close()
-            ingest.quarantine.close()
-    except BaseException as exc:
-        discard(ingests)
-        if isinstance(exc, UnreadableFileError):
-            raise unusable_input(exc) from exc
-        raise
+    # Each batch is written while the next one is read and validated.
+    with BackgroundWrites() as writes:
+        try:
+            schemas = DaySchemas.of(dataset)
+            for key in partitions:
+                ingests[key] = DayIngest.start(store, keys, key, dataset, schemas, writes)
+            for day, batch in run.batches:
+                ingests[day.isoformat()].add(batch, dataset, now)
+            for ingest in ingests.values():
+                ingest.valid.close()
+                ingest.quarantine.close()
+        except BaseException as exc:
+            discard(ingests)
+            if isinstance(exc, UnreadableFileError):
+                raise unusable_input(exc) from exc
+            raise
     return {key: run.days[partition_day(key)] for key in partitions}, ingests
 
 

@@ -94,21 +94,26 @@ def build_features(
         )
     kept = [table.event_time, *table.key_columns, *table.feature_columns]
     require_columns(frame, kept, "steps build_features output")
-    out = frame[kept].reset_index(drop=True)
-    if table.target_column in frame.columns:
-        out[table.target_column] = frame[table.target_column].reset_index(drop=True)
-    else:
-        out[table.target_column] = pd.Series(pd.NA, index=out.index)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
+    columns: dict[str, pd.Series] = {}
     for column, dtype in table.dtypes:
+        # Only the target may be absent: its label is not known yet (scoring rows).
+        values = frame[column] if column in frame.columns else pd.Series(pd.NA, index=frame.index)
         try:
-            values = out[column]
-            out[column] = as_text_objects(values) if dtype == "object" else values.astype(pandas_dtype(dtype))
+            if dtype == "object":
+                values = as_text_objects(values)
+            elif values.dtype != pandas_dtype(dtype):
+                # A column already in its dtype is kept as it is: casting would only copy it.
+                values = values.astype(pandas_dtype(dtype))
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"feature column {column!r}: expected values of dtype {dtype}, found "
-                f"{out[column].dtype} ({exc})"
+                f"{values.dtype} ({exc})"
             ) from None
-    return out
+        columns[column] = values
+    # Built once from the typed columns, in the table's order (dtypes follow `columns`).
+    return pd.DataFrame(columns)
 
 
 def build_preprocessor(

@@ -163,7 +163,10 @@ def rule_violations(
     for column in future_columns(dataset):
         values = frame[column]
         violations[future_reason(column)] = (values.notna() & (values > cutoff)).astype(bool)
-    return {reason: mask.reindex(index, fill_value=False) for reason, mask in violations.items()}
+    return {
+        reason: mask if mask.index.equals(index) else mask.reindex(index, fill_value=False)
+        for reason, mask in violations.items()
+    }
 
 
 def duplicate_rows(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.Series:
@@ -197,10 +200,14 @@ class DuplicateTracker:
         if frame.empty:
             return pd.Series(False, index=frame.index)
         hashes = row_hashes(frame, self.columns)
-        repeated = pd.Series(hashes).duplicated(keep="first").to_numpy()
-        # Sorted lookups walk the seen keys in order, which keeps them in cache.
+        # Sorted lookups walk the seen keys in order, which keeps them in cache; the same sort
+        # finds the batch's own repeats (equal neighbours), without a second hash table.
         order = np.argsort(hashes)
         ordered = hashes[order]
+        repeated = np.zeros(len(hashes), dtype=bool)
+        equal = ordered[1:] == ordered[:-1]
+        if equal.any():
+            repeated[repeats_within(order, ordered, equal)] = True
         if self.seen.size:
             where = np.searchsorted(self.seen, ordered)
             repeated[order[self.seen[where.clip(max=self.seen.size - 1)] == ordered]] = True
@@ -208,6 +215,20 @@ class DuplicateTracker:
         else:
             self.seen = ordered
         return pd.Series(repeated, index=frame.index)
+
+
+def repeats_within(order: np.ndarray, ordered: np.ndarray, equal: np.ndarray) -> np.ndarray:
+    """Rows (positions) whose hash an earlier row of the same batch has, from the batch's
+    hashes `ordered` by `order` (an unstable sort) and `equal` (ordered[1:] == ordered[:-1])."""
+    # Only rows in runs of equal hashes (rare) are ordered again, by hash then by position,
+    # so the first row of each run is the earliest one and every later one repeats it.
+    in_run = np.zeros(len(ordered), dtype=bool)
+    in_run[1:] |= equal
+    in_run[:-1] |= equal
+    rows, keys = order[in_run], ordered[in_run]
+    by_key_then_row = np.lexsort((rows, keys))
+    rows, keys = rows[by_key_then_row], keys[by_key_then_row]
+    return rows[1:][keys[1:] == keys[:-1]]
 
 
 def duplicate_reason(dataset: DatasetSpec) -> str:
@@ -257,21 +278,39 @@ def validate_raw_rows(
     """
     if not frame.index.equals(pd.RangeIndex(len(frame))):
         frame = frame.reset_index(drop=True)
-    if earlier_reasons is not None:
+    if earlier_reasons is not None and not earlier_reasons.index.equals(frame.index):
         earlier_reasons = earlier_reasons.reset_index(drop=True)
     masks = rule_violations(frame, dataset, day, now)
     masks[duplicate_reason(dataset)] = (
         duplicate_rows(frame, dataset) if duplicates is None else duplicates.mark(frame)
     )
-    reasons = join_reasons(masks, frame.index, earlier_reasons)
-    bad = reasons != ""
-    kept = frame[raw_columns(dataset)] if not bad.any() else frame.loc[~bad, raw_columns(dataset)]
-    valid = kept.astype(raw_schema(dataset)).reset_index(drop=True)
-    quarantined = frame.loc[bad].copy()
-    quarantined[REASON_COLUMN] = reasons[bad]
-    passed = ~bad.to_numpy(dtype=bool)
-    kept_counts = {reason: int((mask.to_numpy(dtype=bool) & passed).sum()) for reason, mask in masks.items()}
-    return ValidatedRows(valid=valid, quarantined=quarantined.reset_index(drop=True), kept_rule_counts=kept_counts)
+    hits = {reason: mask.to_numpy(dtype=bool) for reason, mask in masks.items()}
+    bad = np.zeros(len(frame), dtype=bool)
+    for hit in hits.values():
+        bad |= hit
+    if earlier_reasons is not None:
+        earlier = earlier_reasons.to_numpy(dtype=object)
+        # A missing value is no problem, as "" is; only the (few) non-empty ones are looked at.
+        written = np.flatnonzero(earlier != "")
+        bad[written[pd.notna(earlier[written])]] = True
+    # Reasons are joined for the quarantined rows only: most rows pass, and text per row is
+    # what costs.
+    bad_rows = np.flatnonzero(bad)
+    reasons = join_reasons(
+        {reason: pd.Series(hit[bad_rows]) for reason, hit in hits.items()},
+        pd.RangeIndex(len(bad_rows)),
+        None if earlier_reasons is None else earlier_reasons.iloc[bad_rows].reset_index(drop=True),
+    )
+    columns = raw_columns(dataset)
+    kept = frame[columns] if not bad_rows.size else frame.loc[~bad, columns]
+    # `kept` is a new frame: columns already in their stored dtype need no second copy.
+    valid = kept.astype(raw_schema(dataset), copy=False)
+    valid.index = pd.RangeIndex(len(valid))
+    quarantined = frame.iloc[bad_rows].reset_index(drop=True)
+    quarantined[REASON_COLUMN] = reasons.to_numpy()
+    passed = ~bad
+    kept_counts = {reason: int((hit & passed).sum()) for reason, hit in hits.items()}
+    return ValidatedRows(valid=valid, quarantined=quarantined, kept_rule_counts=kept_counts)
 
 
 def rules_digest(dataset: DatasetSpec) -> str:

@@ -92,6 +92,8 @@ FULL_READ_BYTES = 16 * 2**20
 # Rows per batch when a large file is skimmed or streamed into a day (see storage.DEFAULT_BATCH_ROWS).
 SKIM_BATCH_ROWS = 1_000_000
 INDEX_VERSION = 1
+# Days between a file's first and last event time up to which they are counted in an array.
+DAY_COUNT_SPAN = 100_000
 
 
 @functools.lru_cache(maxsize=32)
@@ -592,6 +594,11 @@ def _describe_values(values: pd.Series) -> str:
     return repr([str(v)[:40] for v in values.head(SAMPLE_VALUES).tolist()])
 
 
+def _first_present(values: pd.Series, present: np.ndarray) -> pd.Series:
+    """The first SAMPLE_VALUES values where `present` holds (an error's examples)."""
+    return values.iloc[np.flatnonzero(present)[:SAMPLE_VALUES]]
+
+
 def _as_utc(parsed: pd.Series, timezone: str) -> pd.Series:
     if parsed.dt.tz is None:
         return parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
@@ -754,7 +761,7 @@ def _coerce_column(values: pd.Series, dtype: str, dataset: DatasetSpec, where: s
     if already_typed(values, dtype, dataset.timezone):
         # A parquet column of the declared type: nothing to parse (the common case, and the
         # one that costs most per row otherwise).
-        return values.astype(pandas_dtype(dtype))
+        return values.astype(pandas_dtype(dtype), copy=False)
     if dtype.startswith("datetime"):
         return _to_utc(values, dataset, where).dt.tz_convert(None).astype(pandas_dtype(dtype))
     if dtype == "object":
@@ -836,7 +843,8 @@ def coerce_landed_frame(
     if problem:
         raise UnreadableFileError(problem)
     ignored = [str(c) for c in frame.columns if c not in dataset.columns]
-    frame = frame.reset_index(drop=True)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
     out: dict[str, pd.Series] = {}
     problems = pd.Series("", index=frame.index, dtype="object")
     for column, dtype in unvalidated_schema(dataset).items():
@@ -851,29 +859,36 @@ def coerce_landed_frame(
             )
             continue
         values = frame[column]
-        present = values.notna()
+        # Masks as numpy arrays: a boolean Series indexed by another costs an index alignment.
+        present = values.notna().to_numpy(dtype=bool)
         if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
-            present &= non_blank(values)
+            present &= non_blank(values).to_numpy(dtype=bool)
+        any_present = bool(present.any())
         if tally is not None:
             tally.read.add(column)
             tally.present[column] += int(present.sum())
-        elif len(frame) and not present.any() and not dataset.is_nullable(column):
+        elif len(frame) and not any_present and not dataset.is_nullable(column):
             raise UnreadableFileError(
                 f"{source}: column {column!r} is empty in all {len(frame)} rows; "
                 f"expected {declared} values"
             )
+        typed = already_typed(values, dtype, dataset.timezone)
         coerced = _coerce_column(values, dtype, dataset, f"{source}: column {column!r}")
         if dtype == "object":
             coerced = as_text_objects(coerced.mask(~present))
-        unparseable = present & coerced.isna()
+        if typed:
+            # A column already in its type keeps every value: nothing can fail to parse.
+            unparseable = np.zeros(len(frame), dtype=bool)
+        else:
+            unparseable = present & coerced.isna().to_numpy(dtype=bool)
         if tally is not None:
             tally.parsed[column] += int((present & ~unparseable).sum())
-            if present.any() and column not in tally.found:
-                tally.found[column] = (str(values.dtype), _describe_values(values[present]))
-        elif present.any() and unparseable[present].all():
+            if any_present and column not in tally.found:
+                tally.found[column] = (str(values.dtype), _describe_values(_first_present(values, present)))
+        elif any_present and not (present & ~unparseable).any():
             raise UnreadableFileError(
                 f"{source}: column {column!r} expected {declared}, found {values.dtype} "
-                f"values such as {_describe_values(values[present])}"
+                f"values such as {_describe_values(_first_present(values, present))}"
             )
         if unparseable.any():
             reason = f"unparseable {column}"
@@ -945,9 +960,21 @@ def load_landed_file(path: Path, dataset: DatasetSpec) -> LandedFile:
 
 def day_counts(event: pd.Series) -> dict[str, int]:
     """UTC day (partition key) -> rows, for timezone-naive UTC event times; missing ones left out."""
-    days = event.dropna().to_numpy().astype("datetime64[D]")
-    unique, counts = np.unique(days, return_counts=True)
-    return {str(day): int(count) for day, count in zip(unique, counts, strict=True)}
+    days = event.to_numpy().astype("datetime64[D]")
+    numbers = days[~np.isnat(days)].astype("int64")
+    if not numbers.size:
+        return {}
+    first = int(numbers.min())
+    if int(numbers.max()) - first > DAY_COUNT_SPAN:
+        # Event times centuries apart (a typo in a year): counted by sorting instead.
+        unique, counts = np.unique(numbers, return_counts=True)
+    else:
+        # Counting per day from the first beats sorting the rows (a file spans a few days).
+        per_day = np.bincount(numbers - first)
+        unique = np.flatnonzero(per_day)
+        counts = per_day[unique]
+        unique = unique + first
+    return {str(np.datetime64(int(day), "D")): int(count) for day, count in zip(unique, counts, strict=True)}
 
 
 def file_fingerprint(path: Path) -> str:

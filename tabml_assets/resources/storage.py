@@ -13,6 +13,7 @@ streams an upstream partition file through a pandas function batch by batch (or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -322,10 +325,10 @@ class _WriteSummary:
         for column in self.nulls:
             self.nulls[column] += table[column].null_count
         for column in self.floats:
-            # pandas' NaN arrives as null; a NaN arrow kept as a value is not finite either.
-            self.non_finite[column] += table[column].null_count + int(
-                pc.sum(pc.invert(pc.is_finite(table[column]))).as_py() or 0
-            )
+            # pandas' NaN arrives as null, and a NaN arrow kept as a value is not finite either:
+            # every row but the finite ones (is_finite is null on a null, which sum skips).
+            finite = pc.sum(pc.is_finite(table[column])).as_py()
+            self.non_finite[column] += table.num_rows - int(finite or 0)
         for column in self.range_columns:
             extremes = pc.min_max(table[column])
             low, high = extremes["min"].as_py(), extremes["max"].as_py()
@@ -364,15 +367,56 @@ def write_tables_atomic(
     return written
 
 
+class BackgroundWrites:
+    """Parquet writes done in one background thread while the caller prepares its next batch.
+
+    One write is in flight at a time, so memory holds one more batch, never a queue of them.
+    Encoding a batch releases the GIL: with two cores, the next batch is read and validated
+    while the last one is written. A failed write raises at the next `submit` or `wait`.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabml-parquet-write")
+        self._pending: Future[None] | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(write)
+
+    def wait(self) -> None:
+        """Until the write in flight is done; raises its error if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> BackgroundWrites:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 class StagedPartition:
     """A partition file written batch by batch into a temporary beside its target, which only
     `commit` renames into place; `discard` removes it. Until then the stored partition is
-    untouched, so a run can refuse its input after reading all of it."""
+    untouched, so a run can refuse its input after reading all of it. With `writes`, batches
+    are written in its background thread (in order), and `close` waits for them."""
 
-    def __init__(self, path: Path, schema: pa.Schema, summary: SummaryColumns = SummaryColumns()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        summary: SummaryColumns = SummaryColumns(),
+        writes: BackgroundWrites | None = None,
+    ) -> None:
         self.path = path
         self.schema = schema
         self.totals = _WriteSummary(schema, summary)
+        self.writes = writes
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(path.parent)
         fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -382,12 +426,23 @@ class StagedPartition:
 
     def write(self, table: pa.Table) -> None:
         assert self.writer is not None, f"{self.path}: written after it was closed"
-        if table.num_rows:
-            self.writer.write_table(table)
-            self.totals.add(table)
+        if not table.num_rows:
+            return
+        if self.writes is None:
+            self._write_now(table)
+        else:
+            self.writes.submit(partial(self._write_now, table))
+
+    def _write_now(self, table: pa.Table) -> None:
+        assert self.writer is not None
+        self.writer.write_table(table)
+        self.totals.add(table)
 
     def close(self) -> WrittenPartition:
         """Finish the temporary file (still not in place); what it holds."""
+        if self.writes is not None:
+            # The writes are done in order, one at a time: this partition's last is the latest.
+            self.writes.wait()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -401,6 +456,10 @@ class StagedPartition:
         return written
 
     def discard(self) -> None:
+        if self.writes is not None:
+            with contextlib.suppress(Exception):
+                # The run already failed or refused its input: a failed write changes nothing.
+                self.writes.wait()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -698,9 +757,11 @@ class PartitionStore(ConfigurableResource):
         partition: str | None,
         schema: pa.Schema,
         summary: SummaryColumns = SummaryColumns(),
+        writes: BackgroundWrites | None = None,
     ) -> StagedPartition:
-        """A new version of the partition, written batch by batch and put in place by `commit`."""
-        return StagedPartition(self.path(asset, partition), schema, summary)
+        """A new version of the partition, written batch by batch (in `writes`' thread, when
+        given) and put in place by `commit`."""
+        return StagedPartition(self.path(asset, partition), schema, summary, writes)
 
     def read_record(self, asset: AssetKey | str, partition: str | None) -> Any:
         return json.loads(self.path(asset, partition, ".json").read_text())
