@@ -92,3 +92,34 @@ def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gi
     assert (own.scored_rows, own.labelled_rows) == (matched.scored_rows, matched.labelled_rows) == (rows, own.labelled_rows)
     assert 0 < own.labelled_rows < rows
     assert own.metrics == matched.metrics
+
+
+def test_own_labels_of_a_nullable_boolean_target_match_like_the_features(tmp_path) -> None:
+    """A classifier's label column of booleans with NA (the flights example's `late`)."""
+    from tabml_assets.ml.scoring import probability_column
+    from tabml_assets.spec import load_deployment
+
+    spec = load_deployment("test", tabml_home=tmp_path).project("nyc_flights")
+    pipeline = spec.pipeline
+    identity = identity_columns(pipeline)
+    target = pipeline.target_column
+    rng = np.random.default_rng(2)
+    rows = 1500
+    features = pd.DataFrame({
+        column: rng.integers(0, 1000, rows) for column in identity if column != pipeline.event_time
+    })
+    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + pd.to_timedelta(rng.integers(0, 86_400, rows), unit="s"))
+    late = pd.array(rng.random(rows) < 0.3, dtype="boolean")
+    late[rng.random(rows) < 0.5] = pd.NA  # not every flight has landed
+    features[target] = late
+    probability = rng.random(rows)
+    scored = features.assign(**{
+        PREDICTION_COLUMN: probability > 0.5,
+        probability_column(False): 1 - probability,
+        probability_column(True): probability,
+    })
+
+    matched = realized_accuracy(scored.drop(columns=[target]), features, pipeline, spec.steps)
+    own = realized_accuracy_of_own_labels((scored.iloc[i : i + 400] for i in range(0, rows, 400)), pipeline, spec.steps)
+    assert 0 < own.labelled_rows == matched.labelled_rows < rows
+    assert "roc_auc" in own.metrics and own.metrics == matched.metrics

@@ -160,7 +160,9 @@ def realized_accuracy_of_own_labels(
     source = last_labelled_row_of_identity(np.concatenate(hashes), rows[target].notna().to_numpy())
     found = source >= 0
     matched = rows.loc[found, [c for c in rows.columns if c != target]].reset_index(drop=True)
-    matched[target] = rows[target].to_numpy()[source[found]]
+    # Through the labelled rows' own Series, as ArrivedLabels keeps them: a nullable column
+    # (booleans with NA) then gives plain labels, not objects.
+    matched[target] = rows[target].iloc[source[found]].to_numpy()
     return _metrics_of_matched(matched, len(rows), pipeline, steps)
 
 
