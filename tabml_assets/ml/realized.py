@@ -67,6 +67,15 @@ def stored_predictions(scored: pd.DataFrame, pipeline: PipelineSpec, target: pd.
     )
 
 
+def identity_runs(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by identity hash: the order, the sorted hashes, and where each identity's
+    run starts. Any sort will do (a third of a stable one's time): an identity's latest row is
+    the largest index in its run, whatever the order inside it."""
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    return order, ordered, np.r_[True, ordered[1:] != ordered[:-1]]
+
+
 @dataclass(frozen=True)
 class ArrivedLabels:
     """The labelled rows of a day by identity hash, sorted; a later row of an identity wins,
@@ -88,10 +97,8 @@ class ArrivedLabels:
         label_values = pd.concat(labels, ignore_index=True)
         if not len(every):
             return cls(every, label_values)
-        # Any sort will do: an identity's latest row is its largest index, whatever the order.
-        order = np.argsort(every)
-        ordered = every[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        order, ordered, new_identity = identity_runs(every)
+        starts = np.flatnonzero(new_identity)
         latest = np.maximum.reduceat(order, starts)
         return cls(ordered[starts], label_values.iloc[latest].reset_index(drop=True))
 
@@ -129,11 +136,7 @@ def last_labelled_row_of_identity(hashes: np.ndarray, labelled: np.ndarray) -> n
     hash, itself or another, or -1 when no row of that identity has a label."""
     if not len(hashes):
         return np.zeros(0, dtype=np.int64)
-    # Any sort will do (a third of a stable one's time): "last" is the largest row index among
-    # an identity's labelled rows, whatever their order in the sort.
-    order = np.argsort(hashes)
-    ordered = hashes[order]
-    new_identity = np.r_[True, ordered[1:] != ordered[:-1]]
+    order, _, new_identity = identity_runs(hashes)
     labelled_index = np.where(labelled[order], order, -1)
     last_of_identity = np.maximum.reduceat(labelled_index, np.flatnonzero(new_identity))
     result = np.empty(len(order), dtype=np.int64)

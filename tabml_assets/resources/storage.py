@@ -208,6 +208,17 @@ class PartitionSummary(pydantic.BaseModel):
     file_mtime_ns: int
 
 
+# The summary fact naming the file a transformed partition was computed from, as it was then.
+SOURCE_FILE_FACT = "source_file"
+
+
+def file_identity(path: Path) -> dict[str, int]:
+    """Size and modification time: what tells a later reader a file is still the one it was
+    (an atomic replace is a new file with its own mtime)."""
+    stat = path.stat()
+    return {"file_size": stat.st_size, "file_mtime_ns": stat.st_mtime_ns}
+
+
 def _json_extreme(value: Any) -> float | str:
     if isinstance(value, int | float):
         return float(value)
@@ -233,7 +244,6 @@ class WrittenPartition:
 
     def summary(self, facts: Mapping[str, Any] | None = None) -> PartitionSummary:
         """The stored summary of this write (its file must be in place: size and mtime are its)."""
-        stat = self.path.stat()
         extremes = {c: r for c, r in self.column_ranges.items() if r[0] is not None}
         return PartitionSummary(
             rows=self.rows,
@@ -243,20 +253,13 @@ class WrittenPartition:
             minimum={c: _json_extreme(low) for c, (low, _) in extremes.items()},
             maximum={c: _json_extreme(high) for c, (_, high) in extremes.items()},
             facts=dict(facts or {}),
-            file_size=stat.st_size,
-            file_mtime_ns=stat.st_mtime_ns,
+            **file_identity(self.path),
         )
 
 
-# The summary fact naming the file a transformed partition was computed from, as it was then.
-SOURCE_FILE_FACT = "source_file"
-
-
-def file_identity(path: Path) -> dict[str, int]:
-    """Size and modification time: what tells a later reader a file is still the one it was
-    (an atomic replace is a new file with its own mtime)."""
-    stat = path.stat()
-    return {"file_size": stat.st_size, "file_mtime_ns": stat.st_mtime_ns}
+def file_identity_of(summary: PartitionSummary) -> dict[str, int]:
+    """The identity of the file `summary` was written for."""
+    return {"file_size": summary.file_size, "file_mtime_ns": summary.file_mtime_ns}
 
 
 def summary_path(path: Path) -> Path:
@@ -280,12 +283,12 @@ def read_summary_of(path: Path) -> PartitionSummary | None:
     """The summary of the parquet file at `path`, or None when there is none that describes
     the file as it is now (absent, unreadable, another format, or the file replaced since)."""
     try:
-        stat = path.stat()
+        identity = file_identity(path)
         document = json.loads(summary_path(path).read_text())
         summary = PartitionSummary.model_validate(document)
     except (OSError, ValueError):
         return None
-    if summary.format != SUMMARY_FORMAT or (summary.file_size, summary.file_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+    if summary.format != SUMMARY_FORMAT or file_identity_of(summary) != identity:
         return None
     return summary
 
