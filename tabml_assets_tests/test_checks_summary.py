@@ -20,9 +20,12 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from tabml_assets.assets.checks import DRIFT_REFERENCE
+from tabml_assets.ml.realized import identity_columns
 from tabml_assets.resources import build_model_registry, build_partition_store
 from tabml_assets.resources.model_cache import MANIFEST, ModelCache
 from tabml_assets.resources.storage import (
+    LISTED_REPEATED_KEYS,
+    KeyRepeats,
     PartitionStore,
     SummaryColumns,
     schema_of_frame,
@@ -116,6 +119,38 @@ def test_a_streamed_write_stores_a_summary_of_what_it_wrote(tmp_path: Path) -> N
     assert summary_path(written.path) == tmp_path / "things" / "2026-03-01.summary.json"
 
 
+def test_a_streamed_write_counts_the_rows_that_repeat_a_key_across_its_batches(tmp_path: Path) -> None:
+    store = PartitionStore(root=str(tmp_path))
+    frame = pd.DataFrame({"when": pd.to_datetime(["2026-03-01 01:00"] * 3 + ["2026-03-01 02:00"] * 2),
+                          "key": [1, 2, 1, 1, 1], "value": [0.5, 1.5, 2.5, 3.5, 4.5]})
+    schema = schema_of_frame(frame)
+    tables = [pa.Table.from_pandas(frame.iloc[:2], schema=schema, preserve_index=False),
+              pa.Table.from_pandas(frame.iloc[2:], schema=schema, preserve_index=False)]
+
+    store.write_tables("things", "d", tables, schema, SummaryColumns(repeats_on=("when", "key")))
+    summary = store.read_summary("things", "d")
+    # (01:00, 1) in the first batch and again in the second, (02:00, 1) twice in the second.
+    assert summary is not None and summary.key_repeats is not None
+    assert (summary.key_repeats.columns, summary.key_repeats.repeated_rows) == (["when", "key"], 2)
+    assert sorted(summary.key_repeats.groups or []) == [[0, 2], [3, 4]]
+
+    store.write_tables("things", "e", tables, schema, SummaryColumns(repeats_on=("value",)))
+    assert store.read_summary("things", "e").key_repeats == KeyRepeats(columns=["value"], repeated_rows=0, groups=[])  # type: ignore[union-attr]
+    # More repeated keys than are listed: counted, their rows left for the reader to find.
+    many = pd.DataFrame({"key": np.repeat(np.arange(LISTED_REPEATED_KEYS + 1), 2)})
+    many_schema = schema_of_frame(many)
+    store.write_tables("things", "h", [pa.Table.from_pandas(many, schema=many_schema, preserve_index=False)], many_schema,
+                       SummaryColumns(repeats_on=("key",)))
+    assert store.read_summary("things", "h").key_repeats == KeyRepeats(  # type: ignore[union-attr]
+        columns=["key"], repeated_rows=LISTED_REPEATED_KEYS + 1, groups=None
+    )
+    # Not asked, or a key column the rows lack: not counted (unknown), never guessed.
+    store.write_tables("things", "f", tables, schema)
+    store.write_tables("things", "g", tables, schema, SummaryColumns(repeats_on=("when", "absent")))
+    assert store.read_summary("things", "f").key_repeats is None  # type: ignore[union-attr]
+    assert store.read_summary("things", "g").key_repeats is None  # type: ignore[union-attr]
+
+
 def test_a_discarded_staged_write_leaves_the_summary_of_the_stored_file(tmp_path: Path) -> None:
     store = PartitionStore(root=str(tmp_path))
     frame = pd.DataFrame({"value": [1.0, 2.0]})
@@ -175,7 +210,14 @@ def test_checks_read_the_summaries_and_find_what_a_full_read_finds(
             "predictions_one_per_row", "predictions_plausible_range"} <= set(sources)
     # The day's labels came with it: realized accuracy reads them from the predictions, which
     # were scored from the features as they still are.
-    assert sources.pop("predictions_realized_accuracy") == "batch_predictions (features unchanged since scoring)"
+    # The features' summary counted no repeated identity, so each row's own label is its answer.
+    assert sources.pop("predictions_realized_accuracy") == (
+        "batch_predictions (features unchanged since scoring, identities from the features summary)"
+    )
+    features_summary = build_partition_store(test_spec).read_summary(test_spec.keys.features, DAYS[0])
+    assert features_summary is not None and features_summary.key_repeats is not None
+    assert features_summary.key_repeats.columns == identity_columns(test_spec.pipeline)
+    assert (features_summary.key_repeats.repeated_rows, features_summary.key_repeats.groups) == (0, [])
     assert set(sources.values()) == {"partition summary"}
     assert [name for name, (passed, _, _) in on_summaries.items() if not passed] == []
     quarantine = on_summaries["raw_quarantine"][2]

@@ -69,6 +69,20 @@ def test_each_row_takes_the_last_label_of_its_identity() -> None:
     assert last_labelled_row_of_identity(np.array([9, 4, 6], dtype="uint64"), np.array([True, False, True])).tolist() == [0, -1, 2]
 
 
+def test_last_label_of_identity_agrees_with_a_plain_scan_of_the_rows() -> None:
+    # Days with no repeats, a few, and many (the repeated identities are the only ones sorted).
+    rng = np.random.default_rng(7)
+    for rows, identities in ((1000, 10**9), (1000, 990), (1000, 40), (1, 1), (2, 1)):
+        hashes = rng.integers(0, identities, rows).astype("uint64")
+        labelled = rng.random(rows) < 0.6
+        last: dict[int, int] = {}
+        for row, (identity, has_label) in enumerate(zip(hashes.tolist(), labelled.tolist(), strict=True)):
+            if has_label:
+                last[identity] = row
+        expected = [last.get(identity, -1) for identity in hashes.tolist()]
+        assert last_labelled_row_of_identity(hashes, labelled).tolist() == expected
+
+
 def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gives() -> None:
     spec = load_spec("test")
     pipeline = spec.pipeline
@@ -91,6 +105,38 @@ def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gi
     own = realized_accuracy_of_own_labels((scored.iloc[i : i + 300] for i in range(0, rows, 300)), pipeline, spec.steps)
     assert (own.scored_rows, own.labelled_rows) == (matched.scored_rows, matched.labelled_rows) == (rows, own.labelled_rows)
     assert 0 < own.labelled_rows < rows
+    assert own.metrics == matched.metrics
+
+    # The rows of each repeated identity, as the features' summary lists them: the same answer
+    # from the predictions and labels alone.
+    groups = [list(g) for g in scored.groupby(identity).indices.values() if len(g) > 1]
+    listed = realized_accuracy_of_own_labels(
+        (scored[[PREDICTION_COLUMN, target]].iloc[i : i + 300] for i in range(0, rows, 300)),
+        pipeline, spec.steps, repeated_identities=groups,
+    )
+    assert (listed.labelled_rows, listed.metrics) == (matched.labelled_rows, matched.metrics)
+
+
+def test_rows_of_identities_the_summary_knows_are_distinct_take_their_own_labels() -> None:
+    spec = load_spec("test")
+    pipeline = spec.pipeline
+    identity = identity_columns(pipeline)
+    target = pipeline.target_column
+    rng = np.random.default_rng(3)
+    rows = 1200
+    features = pd.DataFrame({column: rng.normal(size=rows) for column in identity if column != pipeline.event_time})
+    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + pd.to_timedelta(np.arange(rows), unit="s"))
+    features[target] = rng.normal(12, 3, rows)
+    features.loc[rng.random(rows) < 0.4, target] = np.nan
+    scored = features.assign(**{PREDICTION_COLUMN: rng.normal(12, 3, rows)})
+    assert not scored.duplicated(identity).any()
+
+    matched = realized_accuracy(scored.drop(columns=[target]), features, pipeline, spec.steps)
+    without_identity = scored[[PREDICTION_COLUMN, target]]
+    own = realized_accuracy_of_own_labels(
+        (without_identity.iloc[i : i + 250] for i in range(0, rows, 250)), pipeline, spec.steps, repeated_identities=[]
+    )
+    assert 0 < own.labelled_rows == matched.labelled_rows < rows
     assert own.metrics == matched.metrics
 
 

@@ -4,6 +4,7 @@ function batch by batch, compacting Spark part files, and the IO manager reading
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,7 @@ from tabml_assets.resources.storage import (
     UnsafePathError,
     atomic_write_bytes,
     compact_parquet_parts,
+    made_ahead,
     schema_of_frame,
     stream_transform_parquet,
     write_parquet_atomic,
@@ -273,3 +275,46 @@ def test_background_writes_store_the_same_partitions_and_raise_a_failed_write(tm
     assert sorted(p.name for p in (tmp_path / "background" / "things").iterdir()) == [
         "a.parquet", "a.summary.json", "b.parquet", "b.summary.json",
     ]
+
+
+def test_batches_made_ahead_arrive_in_order_one_ahead_and_raise_where_they_fail() -> None:
+    made: list[int] = []
+
+    def batches(fail_at: int | None = None) -> Iterator[pa.Table]:
+        for number in range(5):
+            if number == fail_at:
+                raise ValueError(f"batch {number} does not fit")
+            made.append(number)
+            yield pa.table({"n": [number]})
+
+    taken = []
+    for table in made_ahead(batches()):
+        taken.append(table["n"][0].as_py())
+        # While the caller holds a batch, at most the next one has been made.
+        assert len(made) <= len(taken) + 1
+    assert taken == [0, 1, 2, 3, 4] == made
+
+    made.clear()
+    received = []
+    with pytest.raises(ValueError, match="batch 2 does not fit"):
+        for table in made_ahead(batches(fail_at=2)):
+            received.append(table["n"][0].as_py())
+    # Every batch made before the failure reached the caller first.
+    assert received == [0, 1] == made
+
+
+def test_a_transform_that_fails_in_a_later_batch_leaves_the_stored_partition(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    write_parquet_atomic(pd.DataFrame({"value": range(10)}), source)
+    write_parquet_atomic(pd.DataFrame({"value": [-1]}), target)
+
+    def fails_late(frame: pd.DataFrame) -> pd.DataFrame:
+        if frame["value"].iloc[0] >= 6:
+            raise RuntimeError("the third batch is bad")
+        return frame
+
+    with pytest.raises(RuntimeError, match="third batch"):
+        stream_transform_parquet(source, target, fails_late, batch_rows=3)
+    # Made ahead in another thread, the failure still stops the write: the old file stays.
+    assert pd.read_parquet(target)["value"].tolist() == [-1]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

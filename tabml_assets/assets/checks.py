@@ -738,10 +738,13 @@ def build_drift_checks(spec: LoadedSpec) -> list[AssetChecksDefinition]:
             drifting = [PREDICTION_COLUMN] if pipeline.task == "regression" else [
                 c for c in names if c == PROBABILITY_COLUMN or (pipeline.task == "multiclass" and c.startswith(f"{PROBABILITY_COLUMN}_"))
             ]
-            scored = store.read_frame(predictions, key, ["model_version", *drifting])
-            if scored.empty:
+            # One run scores a partition with one version: its first row names it (reading
+            # the whole text column costs more than the PSI itself on a 10M-row day).
+            first = next(store.iter_frames(predictions, key, batch_rows=1, columns=["model_version"]), None)
+            if first is None or first.empty:
                 return no_reference("the partition has no predictions")
-            version = str(scored["model_version"].iloc[0])
+            version = str(first["model_version"].iloc[0])
+            scored = store.read_frame(predictions, key, drifting)
             reference = predictions_reference(store, registry, pipeline_keys, version, pipeline)
             if reference.frame.empty:
                 return no_reference(f"version {version}'s training window has no stored features")
@@ -795,10 +798,19 @@ def build_realized_accuracy_check(spec: LoadedSpec) -> AssetChecksDefinition:
                 predicted = [c for c in names if c == PREDICTION_COLUMN or c.startswith(f"{PROBABILITY_COLUMN}_")]
                 if target in names and store.derived_from_current(pipeline_keys.batch_predictions, pipeline_keys.features, key):
                     # The features have not changed since they were scored: the predictions hold
-                    # their rows, in order, with the labels they hold now.
-                    own = store.iter_frames(pipeline_keys.batch_predictions, key, columns=[*identity, *predicted, target])
-                    realized = realized_accuracy_of_own_labels(own, pipeline, spec.steps)
-                    read_from = "batch_predictions (features unchanged since scoring)"
+                    # their rows, in order, with the labels they hold now. When the features'
+                    # summary lists the rows of each repeated identity (none, usually), the
+                    # identity columns need not be read or hashed.
+                    repeats = features_summary.key_repeats if features_summary is not None else None
+                    groups = repeats.groups if repeats is not None and repeats.columns == identity else None
+                    columns = [*predicted, target] if groups is not None else [*identity, *predicted, target]
+                    own = store.iter_frames(pipeline_keys.batch_predictions, key, columns=columns)
+                    realized = realized_accuracy_of_own_labels(own, pipeline, spec.steps, repeated_identities=groups)
+                    read_from = (
+                        "batch_predictions (features unchanged since scoring, identities from the features summary)"
+                        if groups is not None
+                        else "batch_predictions (features unchanged since scoring)"
+                    )
                 else:
                     scored = store.iter_frames(pipeline_keys.batch_predictions, key, columns=[*identity, *predicted])
                     features = store.iter_frames(pipeline_keys.features, key, columns=list(dict.fromkeys([*identity, target])))

@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +45,7 @@ from dagster import (
     TableSchema,
 )
 
+from tabml_assets.ml.quality import row_hashes
 from tabml_assets.processes import host_name, process_alive_since
 from tabml_assets.utc import utc_timestamp
 
@@ -174,11 +176,31 @@ class SummaryColumns:
 
     sums: tuple[str, ...] = ()
     ranges: tuple[str, ...] = ()
+    # Columns that identify a row: the summary counts the rows repeating an earlier row's
+    # values of them (`KeyRepeats`), from a 64-bit hash of each row (8 bytes a row, kept
+    # until the write ends).
+    repeats_on: tuple[str, ...] = ()
 
 
+# Keys listed with their rows in a summary's KeyRepeats (each costs a pass over the hashes).
+LISTED_REPEATED_KEYS = 32
 # Bump when the summary's fields change meaning: a summary of another format is not used.
 SUMMARY_FORMAT = 1
 SUMMARY_SUFFIX = ".summary.json"
+
+
+class KeyRepeats(pydantic.BaseModel):
+    """How many rows of a partition repeat the `columns` values of an earlier row, and, when
+    only a few keys repeat, which rows share each (row positions in the file). Counted on
+    64-bit hashes: two different keys share one with probability ~n^2 / 2^65, which counts a
+    repeat that is not one (the cautious side) and never misses one."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+
+    columns: list[str]
+    repeated_rows: int
+    # Each repeated key's rows, in file order; None when more keys repeat than are listed.
+    groups: list[list[int]] | None = None
 
 
 class PartitionSummary(pydantic.BaseModel):
@@ -204,6 +226,8 @@ class PartitionSummary(pydantic.BaseModel):
     # What the writer knew beyond the rows (e.g. raw_data's value-rule counts, the quarantine's
     # reasons, the model that scored the predictions).
     facts: dict[str, Any] = pydantic.Field(default_factory=dict)
+    # Written when the writer was asked (`SummaryColumns.repeats_on`); None otherwise.
+    key_repeats: KeyRepeats | None = None
     file_size: int
     file_mtime_ns: int
 
@@ -241,6 +265,7 @@ class WrittenPartition:
     column_ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     null_counts: dict[str, int] = field(default_factory=dict)
     non_finite_counts: dict[str, int] = field(default_factory=dict)
+    key_repeats: KeyRepeats | None = None
 
     def summary(self, facts: Mapping[str, Any] | None = None) -> PartitionSummary:
         """The stored summary of this write (its file must be in place: size and mtime are its)."""
@@ -253,6 +278,7 @@ class WrittenPartition:
             minimum={c: _json_extreme(low) for c, (low, _) in extremes.items()},
             maximum={c: _json_extreme(high) for c, (_, high) in extremes.items()},
             facts=dict(facts or {}),
+            key_repeats=self.key_repeats,
             **file_identity(self.path),
         )
 
@@ -315,6 +341,9 @@ class _WriteSummary:
         self.nulls = dict.fromkeys(schema.names, 0)
         self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
         self.non_finite = dict.fromkeys(self.floats, 0)
+        # Unknown (None) rather than a failed write when the rows lack a key column.
+        self.repeats_on = list(columns.repeats_on) if set(columns.repeats_on) <= set(schema.names) else []
+        self.key_hashes: list[np.ndarray] = []
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -332,6 +361,8 @@ class _WriteSummary:
             # every row but the finite ones (is_finite is null on a null, which sum skips).
             finite = pc.sum(pc.is_finite(table[column])).as_py()
             self.non_finite[column] += table.num_rows - int(finite or 0)
+        if self.repeats_on:
+            self.key_hashes.append(row_hashes(table.select(self.repeats_on).to_pandas(), self.repeats_on))
         for column in self.range_columns:
             extremes = pc.min_max(table[column])
             low, high = extremes["min"].as_py(), extremes["max"].as_py()
@@ -343,8 +374,23 @@ class _WriteSummary:
     def result(self, path: Path) -> WrittenPartition:
         preview = self.preview if self.preview is not None else self.schema.empty_table().to_pandas()
         return WrittenPartition(
-            path, self.rows, self.schema, preview, self.sums, self.ranges, dict(self.nulls), dict(self.non_finite)
+            path, self.rows, self.schema, preview, self.sums, self.ranges, dict(self.nulls), dict(self.non_finite),
+            self._key_repeats(),
         )
+
+    def _key_repeats(self) -> KeyRepeats | None:
+        if not self.repeats_on:
+            return None
+        hashes = np.concatenate(self.key_hashes) if self.key_hashes else np.empty(0, dtype="uint64")
+        # A value sort, not an argsort: a tenth of a second for 10M rows.
+        ordered = np.sort(hashes)
+        equal = ordered[1:] == ordered[:-1]
+        repeated = np.unique(ordered[1:][equal])
+        groups = None
+        if len(repeated) <= LISTED_REPEATED_KEYS:
+            # One pass over the hashes per repeated key: a few, or the listing is left out.
+            groups = [np.flatnonzero(hashes == value).tolist() for value in repeated]
+        return KeyRepeats(columns=self.repeats_on, repeated_rows=int(equal.sum()), groups=groups)
 
 
 def write_tables_atomic(
@@ -515,6 +561,21 @@ def frame_to_table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Tabl
     return table.replace_schema_metadata(schema.metadata)
 
 
+_DONE = object()
+
+
+def made_ahead(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """`items` in order, each next one made in a background thread while the caller writes
+    the last: a batch's predict or feature code runs while the one before is encoded (both
+    release the GIL). One item is made ahead, so memory holds one batch more, never a queue;
+    an error making an item is raised where that item is taken."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tabml-make-ahead") as pool:
+        pending = pool.submit(next, items, _DONE)
+        while (item := pending.result()) is not _DONE:
+            pending = pool.submit(next, items, _DONE)
+            yield item
+
+
 def stream_transform_parquet(
     source: Path,
     target: Path,
@@ -544,7 +605,7 @@ def stream_transform_parquet(
         for frame in frames:
             yield frame_to_table(transform(frame, **shared), schema, what)
 
-    return write_tables_atomic(tables(), schema, target, summary, facts)
+    return write_tables_atomic(made_ahead(tables()), schema, target, summary, facts)
 
 
 def compact_parquet_parts(
