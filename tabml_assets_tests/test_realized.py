@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tabml_assets.ml.realized import (
     identity_columns,
@@ -12,7 +13,7 @@ from tabml_assets.ml.realized import (
     realized_accuracy_of_own_labels,
 )
 from tabml_assets.ml.scoring import PREDICTION_COLUMN
-from tabml_assets.spec import load_spec
+from tabml_assets.spec import PipelineSpec, load_spec
 
 
 def test_batches_match_labels_like_a_merge_of_the_whole_day() -> None:
@@ -83,23 +84,34 @@ def test_last_label_of_identity_agrees_with_a_plain_scan_of_the_rows() -> None:
         assert last_labelled_row_of_identity(hashes, labelled).tolist() == expected
 
 
-def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gives() -> None:
+def day_of_features(pipeline: PipelineSpec, rows: int, rng: np.random.Generator, *, repeat_identities: bool) -> pd.DataFrame:
+    """A day's feature rows, 40 % of them without a label. With `repeat_identities`, few
+    distinct times and inputs: many rows share an identity, some with different labels."""
+    inputs = [c for c in identity_columns(pipeline) if c != pipeline.event_time]
+    if repeat_identities:
+        features = pd.DataFrame({column: rng.integers(0, 3, rows).astype("float64") for column in inputs})
+        offsets = pd.to_timedelta(rng.integers(0, 3, rows), unit="h")
+    else:
+        features = pd.DataFrame({column: rng.normal(size=rows) for column in inputs})
+        offsets = pd.to_timedelta(np.arange(rows), unit="s")
+    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + offsets)
+    features[pipeline.target_column] = rng.normal(12, 3, rows)
+    features.loc[rng.random(rows) < 0.4, pipeline.target_column] = np.nan
+    return features
+
+
+@pytest.mark.parametrize("repeat_identities", [True, False])
+def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gives(repeat_identities: bool) -> None:
     spec = load_spec("test")
     pipeline = spec.pipeline
     identity = identity_columns(pipeline)
     target = pipeline.target_column
     rng = np.random.default_rng(1)
     rows = 2000
-    features = pd.DataFrame({
-        column: rng.integers(0, 3, rows).astype("float64") for column in identity if column != pipeline.event_time
-    })
-    # Few distinct times and inputs: many rows share an identity, some with different labels.
-    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + pd.to_timedelta(rng.integers(0, 3, rows), unit="h"))
-    features[target] = rng.normal(12, 3, rows)
-    features.loc[rng.random(rows) < 0.4, target] = np.nan
+    features = day_of_features(pipeline, rows, rng, repeat_identities=repeat_identities)
     # The predictions file as scoring writes it: every feature row, in order, with its columns.
     scored = features.assign(**{PREDICTION_COLUMN: rng.normal(12, 3, rows)})
-    assert scored.duplicated(identity).sum() > 100
+    assert (scored.duplicated(identity).sum() > 100) if repeat_identities else not scored.duplicated(identity).any()
 
     matched = realized_accuracy(scored.drop(columns=[target]), features, pipeline, spec.steps)
     own = realized_accuracy_of_own_labels((scored.iloc[i : i + 300] for i in range(0, rows, 300)), pipeline, spec.steps)
@@ -107,37 +119,15 @@ def test_predictions_with_their_own_labels_give_what_matching_to_the_features_gi
     assert 0 < own.labelled_rows < rows
     assert own.metrics == matched.metrics
 
-    # The rows of each repeated identity, as the features' summary lists them: the same answer
-    # from the predictions and labels alone.
+    # The rows of each repeated identity, as the features' summary lists them (none, for a day
+    # of distinct identities): the same answer from the predictions and labels alone.
     groups = [list(g) for g in scored.groupby(identity).indices.values() if len(g) > 1]
+    assert bool(groups) == repeat_identities
     listed = realized_accuracy_of_own_labels(
         (scored[[PREDICTION_COLUMN, target]].iloc[i : i + 300] for i in range(0, rows, 300)),
         pipeline, spec.steps, repeated_identities=groups,
     )
     assert (listed.labelled_rows, listed.metrics) == (matched.labelled_rows, matched.metrics)
-
-
-def test_rows_of_identities_the_summary_knows_are_distinct_take_their_own_labels() -> None:
-    spec = load_spec("test")
-    pipeline = spec.pipeline
-    identity = identity_columns(pipeline)
-    target = pipeline.target_column
-    rng = np.random.default_rng(3)
-    rows = 1200
-    features = pd.DataFrame({column: rng.normal(size=rows) for column in identity if column != pipeline.event_time})
-    features.insert(0, pipeline.event_time, pd.Timestamp("2026-03-01") + pd.to_timedelta(np.arange(rows), unit="s"))
-    features[target] = rng.normal(12, 3, rows)
-    features.loc[rng.random(rows) < 0.4, target] = np.nan
-    scored = features.assign(**{PREDICTION_COLUMN: rng.normal(12, 3, rows)})
-    assert not scored.duplicated(identity).any()
-
-    matched = realized_accuracy(scored.drop(columns=[target]), features, pipeline, spec.steps)
-    without_identity = scored[[PREDICTION_COLUMN, target]]
-    own = realized_accuracy_of_own_labels(
-        (without_identity.iloc[i : i + 250] for i in range(0, rows, 250)), pipeline, spec.steps, repeated_identities=[]
-    )
-    assert 0 < own.labelled_rows == matched.labelled_rows < rows
-    assert own.metrics == matched.metrics
 
 
 def test_own_labels_of_a_nullable_boolean_target_match_like_the_features(tmp_path) -> None:
