@@ -8,6 +8,8 @@ is optional:
 - `build_features(raw: DataFrame) -> DataFrame`: row-level features, run in the `features` asset
   batch by batch; returns the rows with the columns `features.derived` declares (and may replace
   raw ones). Derive the target here when it is not a raw column; leave it null where unknown.
+  Batches are made in one background thread, in order, one ahead of the write: the function
+  sees one batch at a time and should not rely on running in the main thread.
 - `build_preprocessor(features: FeaturesSpec, family: str)`: the fitted preprocessing placed in
   the registered Pipeline before the estimator (`family` is "tree" or "linear").
 - any estimator factory the spec names as `estimator: {class: "steps:<name>", params: {...}}`.
