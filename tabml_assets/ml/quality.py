@@ -182,6 +182,24 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
 
 
+def repeated_key_rows(hashes: np.ndarray) -> list[np.ndarray]:
+    """The row positions of each key hash that occurs more than once, each in row order.
+
+    Most days repeat no key: a value sort (a tenth of an argsort's time on 10M rows) finds the
+    repeated hashes, and only their rows are ordered by key.
+    """
+    ordered = np.sort(hashes)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(repeated):
+        return []
+    position = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
+    rows = np.flatnonzero(repeated[position] == hashes)
+    # A stable sort keeps row order inside each key.
+    by_key = rows[np.argsort(hashes[rows], kind="stable")]
+    keys = hashes[by_key]
+    return np.split(by_key, np.flatnonzero(keys[1:] != keys[:-1]) + 1)
+
+
 class DuplicateTracker:
     """`duplicate_rows` across the batches of one day: a row repeating the key of any earlier
     row of the day, in an earlier batch or its own, is a duplicate.

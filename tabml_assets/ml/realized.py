@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from tabml_assets.ml.metrics import Predictions, metrics_for
-from tabml_assets.ml.quality import row_hashes
+from tabml_assets.ml.quality import repeated_key_rows, row_hashes
 from tabml_assets.ml.scoring import PREDICTION_COLUMN, PROBABILITY_COLUMN
 from tabml_assets.ml.training import label_array, target_values
 from tabml_assets.spec import PipelineSpec
@@ -134,26 +134,30 @@ def _metrics_of_matched(matched: pd.DataFrame, scored_rows: int, pipeline: Pipel
     return RealizedAccuracy(scored_rows, len(matched), metrics)
 
 
+# The row positions of each repeated identity: arrays from `repeated_key_rows`, or lists as a
+# features summary stores them.
+RowGroups = Sequence[Sequence[int] | np.ndarray]
+
+
+def last_labelled_row_in(groups: RowGroups, labelled: np.ndarray) -> np.ndarray:
+    """For each row, the index of the last labelled row (in file order) of its group (the rows
+    of one repeated identity), itself or another, or -1 when none is labelled; a row in no
+    group is its own answer."""
+    result = np.where(labelled, np.arange(len(labelled), dtype=np.int64), -1)
+    if not len(groups):
+        return result
+    lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
+    members = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    last = np.maximum.reduceat(np.where(labelled[members], members, -1), starts)
+    result[members] = np.repeat(last, lengths)
+    return result
+
+
 def last_labelled_row_of_identity(hashes: np.ndarray, labelled: np.ndarray) -> np.ndarray:
     """For each row, the index of the last labelled row (in file order) sharing its identity
     hash, itself or another, or -1 when no row of that identity has a label."""
-    result = np.where(labelled, np.arange(len(hashes), dtype=np.int64), -1)
-    if len(hashes) < 2:
-        return result
-    # Most days repeat no identity, so every row is its own answer. A value sort finds the
-    # repeated hashes (a tenth of an argsort's time on 10M rows) and only their rows are
-    # ordered by identity.
-    ordered = np.sort(hashes)
-    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    if not len(repeated):
-        return result
-    position = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
-    rows = np.flatnonzero(repeated[position] == hashes)
-    order, _, new_identity = identity_runs(hashes[rows])
-    labelled_index = np.where(labelled[rows[order]], rows[order], -1)
-    last_of_identity = np.maximum.reduceat(labelled_index, np.flatnonzero(new_identity))
-    result[rows[order]] = last_of_identity[np.cumsum(new_identity) - 1]
-    return result
+    return last_labelled_row_in(repeated_key_rows(hashes), labelled)
 
 
 def realized_accuracy_of_own_labels(
@@ -161,7 +165,7 @@ def realized_accuracy_of_own_labels(
     pipeline: PipelineSpec,
     steps: ProjectSteps,
     *,
-    repeated_identities: Sequence[Sequence[int]] | None = None,
+    repeated_identities: RowGroups | None = None,
 ) -> RealizedAccuracy:
     """As `realized_accuracy`, for predictions that carry the labels of the feature rows as
     they are now, in the feature rows' order (the partition has not changed since it was
@@ -184,14 +188,8 @@ def realized_accuracy_of_own_labels(
         return RealizedAccuracy(0, 0, {})
     rows = pd.concat(kept, ignore_index=True)
     labelled = rows[target].notna().to_numpy()
-    if repeated_identities is None:
-        source = last_labelled_row_of_identity(np.concatenate(hashes), labelled)
-    else:
-        source = np.where(labelled, np.arange(len(rows), dtype=np.int64), -1)
-        for group in repeated_identities:
-            members = np.asarray(group, dtype=np.int64)
-            with_label = members[labelled[members]]
-            source[members] = with_label.max() if len(with_label) else -1
+    groups = repeated_key_rows(np.concatenate(hashes)) if repeated_identities is None else repeated_identities
+    source = last_labelled_row_in(groups, labelled)
     scored_rows = len(rows)
     found = np.flatnonzero(source >= 0)
     labels = rows[target]
